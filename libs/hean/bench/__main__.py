@@ -1,0 +1,82 @@
+"""``python -m hean.bench`` (``make bench``): run every benchmark, write JSON and a table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from hean.bench import bus, pipeline
+from hean.natsserver import NatsServer
+
+
+def _optional(module: str, func: str):
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+
+async def _nats_benches(url: str, events: int, seconds: float) -> dict:
+    out = {"bus": await bus.run(url, events)}
+    out["pipeline"] = []
+    for i, rate in enumerate((1000, 5000)):
+        out["pipeline"].append(await pipeline.run_rate(url, rate, seconds, f"r{i}"))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m hean.bench", description=__doc__)
+    parser.add_argument("--out", default="bench-results.json")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    results: dict = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with tempfile.TemporaryDirectory() as tmp, NatsServer(store_dir=Path(tmp)) as server:
+        results.update(asyncio.run(_nats_benches(server.url, args.events, args.seconds)))
+    for key, module, func in (
+        ("funding_predictor_batch", "hean.bench.models", "funding_batch"),
+        ("backtest_replay", "hean.backtest.bench", "replay_throughput"),
+    ):
+        fn = _optional(module, func)
+        results[key] = fn() if fn else {"skipped": f"{module}.{func} not available"}
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(render(results))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def render(r: dict) -> str:
+    b = r["bus"]
+    lines = [
+        "bus throughput (same events, same run)",
+        f"  raw nats-py publish+subscribe      {b['raw_nats_events_per_s']:>10,} events/s"
+        " (reference)",
+        f"  HEAN bus + runtime                 {b['hean_runtime_events_per_s']:>10,} events/s"
+        f"  ratio {b['ratio']:.2f} (goal >= {b['goal_ratio']})",
+        "",
+        "pipeline collector->predictor->strategy->risk->router over NATS",
+    ]
+    for p in r["pipeline"]:
+        lines.append(
+            f"  target {p['target_events_per_s']:>5}/s: offered {p['offered_events_per_s']}/s, "
+            f"delivered {p['delivered_events_per_s']}/s, lost {p['lost']} of {p['sent']}"
+        )
+        for hop, lat in p["hops"].items():
+            lines.append(f"      {hop:<22} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
+    for key in ("funding_predictor_batch", "backtest_replay"):
+        lines.append("")
+        lines.append(f"{key}: {json.dumps(r[key])}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,458 @@
+"""The NATS bus: core subjects for market data, JetStream for what must not be lost.
+
+Reconnects forever with backoff (nats.py gives up after about two minutes by default).
+Subjects captured by a stream of ``hean_proto.subjects.STREAMS`` are published through
+JetStream with ``Nats-Msg-Id`` so that a retried publish is stored once. Durable consumers are
+pull consumers with explicit ack: a message is acknowledged only after its handler returns
+and everything the handler published is stored.
+A fetch loop that keeps failing (as pull consumers can after a server restart) rebinds its
+subscription and is reported through ``stale_consumers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from hean.bus.base import Bus, Handler, Message, Subscription
+from hean_proto.subjects import STREAMS, StreamSpec, stream_for
+
+log = logging.getLogger("hean.bus")
+
+
+class NatsConnectError(RuntimeError):
+    """NATS could not be reached at start."""
+
+
+_PRODUCED: contextvars.ContextVar[list[asyncio.Task] | None] = contextvars.ContextVar(
+    "hean_produced", default=None
+)
+"""Confirmation tasks of stored publishes made while handling one durable message."""
+
+_JS_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def _js_retry(call, *, attempts: int = 8, first_delay_s: float = 0.1):
+    """Retry a JetStream API call while the server recovers its store after a restart.
+
+    Safe for publishes because they carry a Nats-Msg-Id and the stream drops duplicates.
+    """
+    delay = first_delay_s
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except _JS_TRANSIENT:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class _CoreSub(Subscription):
+    sub: object
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+@dataclass
+class _PullSub(Subscription):
+    bus: NatsBus
+    pattern: str
+    durable: str
+    stream: StreamSpec
+    handler: Handler
+    batch: int = 64
+    task: asyncio.Task | None = None
+    last_ok: float = field(default_factory=time.monotonic)
+    failures: int = 0
+    stopping: bool = False
+
+    async def stop(self) -> None:
+        """Finish the outstanding fetch and its batch, then leave.
+
+        Cancelling a pending fetch would strand the messages the server is already sending
+        to it until their ack wait expires; waiting at most one fetch timeout avoids that.
+        """
+        self.stopping = True
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.task
+
+    async def _bind(self):
+        js = self.bus.js
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subject=self.pattern,
+            ack_wait=30,
+            max_deliver=10,
+        )
+        return await js.pull_subscribe(
+            self.pattern, durable=self.durable, stream=self.stream.name, config=config
+        )
+
+    async def _fetch(self, psub, batch: int, timeout: float) -> list:
+        try:
+            return await psub.fetch(batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+
+    async def _process(self, msgs: list) -> None:
+        for m in msgs:
+            produced: list[asyncio.Task] = []
+            token = _PRODUCED.set(produced)
+            try:
+                await self.handler(
+                    Message(
+                        m.subject,
+                        m.data,
+                        dict(m.headers or {}),
+                        redelivered=m.metadata.num_delivered > 1,
+                    )
+                )
+            except Exception:
+                log.exception("handler failed; message will be redelivered")
+                with contextlib.suppress(Exception):
+                    await m.nak(delay=1.0)
+                continue
+            finally:
+                _PRODUCED.reset(token)
+            if produced:
+                # acknowledge once everything this message produced is stored, without
+                # holding up the next message
+                task = asyncio.create_task(self._ack_when_stored(m, produced))
+                self.bus._confirming.add(task)
+                task.add_done_callback(self.bus._confirming.discard)
+            else:
+                with contextlib.suppress(Exception):
+                    await m.ack()
+
+    @staticmethod
+    async def _ack_when_stored(m, produced: list[asyncio.Task]) -> None:
+        results = await asyncio.gather(*produced)
+        with contextlib.suppress(Exception):
+            await (m.ack() if all(results) else m.nak(delay=1.0))
+
+    async def run(self) -> None:
+        """Wait for one message, then drain what is already there in batches.
+
+        A single lingering fetch for a whole batch would hold the first message until the
+        batch fills or the request expires; waiting for one keeps latency low when idle and
+        the batches keep throughput high under load.
+        """
+        psub = None
+        while not self.stopping:
+            try:
+                if psub is None:
+                    psub = await self._bind()
+                msgs = await self._fetch(psub, 1, 1.0)
+                self.last_ok = time.monotonic()
+                self.failures = 0
+                while msgs:
+                    await self._process(msgs)
+                    if self.stopping:
+                        break
+                    msgs = await self._fetch(psub, self.batch, 0.05)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                log.warning(
+                    "pull consumer %s failing (%s: %s); rebinding",
+                    self.durable,
+                    type(exc).__name__,
+                    exc,
+                )
+                psub = None
+                await asyncio.sleep(min(0.2 * 2**self.failures, 5.0))
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+
+class NatsBus(Bus):
+    """Bus over a real nats-server."""
+
+    def __init__(self, nc: Client, name: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.name = name
+        self._subs: list[Subscription] = []
+        self._kv: dict[str, object] = {}
+        self.on_state_change: Callable[[bool], None] | None = None
+        self.closing = False
+        self._confirming: set[asyncio.Task] = set()
+        self.lost_publishes = 0
+        self.slow_consumer_drops = 0
+        self.last_slow_consumer: float | None = None
+        self.on_slow_consumer: Callable[[str], None] | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        *,
+        connect_timeout_s: float = 10.0,
+        user_credentials: str | None = None,
+    ) -> NatsBus:
+        """Connect, retrying forever after the first success; fail fast if never reachable."""
+        holder: dict[str, NatsBus] = {}
+
+        async def disconnected() -> None:
+            if "bus" in holder and holder["bus"].closing:
+                return
+            log.warning("nats disconnected")
+            if "bus" in holder and holder["bus"].on_state_change:
+                holder["bus"].on_state_change(False)
+
+        async def reconnected() -> None:
+            log.info("nats reconnected")
+            if "bus" in holder and holder["bus"].on_state_change:
+                holder["bus"].on_state_change(True)
+
+        async def error_cb(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError) and "bus" in holder:
+                holder["bus"].note_slow_consumer(exc.subject)
+                return
+            log.debug("nats error: %s", exc)
+
+        kwargs = {}
+        if user_credentials:
+            kwargs["user_credentials"] = user_credentials
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=[u.strip() for u in url.split(",")],
+                    name=name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    ping_interval=5,
+                    max_outstanding_pings=3,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error_cb,
+                    **kwargs,
+                ),
+                timeout=connect_timeout_s,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            raise NatsConnectError(
+                f"HEAN_NATS_URL={url}: cannot connect to NATS within {connect_timeout_s:g} s "
+                f"({type(exc).__name__})"
+            ) from None
+        bus = cls(nc, name)
+        holder["bus"] = bus
+        return bus
+
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    PENDING_MSGS_LIMIT = 50_000
+    PENDING_BYTES_LIMIT = 64 * 1024 * 1024
+    """A plain subscription buffers at most this much; beyond it NATS drops and we report."""
+
+    def note_slow_consumer(self, subject: str) -> None:
+        """A subscription fell behind and messages were dropped: count it, turn not ready."""
+        self.slow_consumer_drops += 1
+        self.last_slow_consumer = time.monotonic()
+        if self.slow_consumer_drops == 1 or self.slow_consumer_drops % 1000 == 0:
+            log.warning("slow consumer on %s: messages dropped", subject)
+        if self.on_slow_consumer:
+            self.on_slow_consumer(subject)
+
+    def keeping_up(self, window_s: float = 30.0) -> bool:
+        """False while a slow-consumer drop happened within the last ``window_s``."""
+        last = self.last_slow_consumer
+        return last is None or time.monotonic() - last > window_s
+
+    def pending_messages(self) -> int:
+        """Messages received but not yet handled, over all plain subscriptions."""
+        return sum(s.sub.pending_msgs for s in self._subs if isinstance(s, _CoreSub))
+
+    async def ensure_streams(
+        self, specs: tuple[StreamSpec, ...] = STREAMS, *, replicas: int = 1
+    ) -> None:
+        """Create or update every stream; idempotent, safe from many services at once.
+
+        ``replicas`` above 1 needs a JetStream cluster with at least that many nodes.
+        """
+        for spec in specs:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                max_age=spec.max_age_s,
+                duplicate_window=spec.duplicate_window_s,
+                storage=StorageType.FILE,
+                description=spec.description,
+                num_replicas=replicas,
+            )
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                with contextlib.suppress(nats.js.errors.BadRequestError):
+                    await self.js.update_stream(config)
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> None:
+        hdrs = dict(headers or {})
+        if stream_for(subject) is None:
+            await self.nc.publish(subject, data, headers=hdrs or None)
+            return
+        if msg_id is not None:
+            hdrs["Nats-Msg-Id"] = msg_id
+        if wait:
+            await _js_retry(
+                lambda: self.js.publish(subject, data, headers=hdrs or None, timeout=2.0)
+            )
+            return
+        future = await self.js.publish_async(subject, data, headers=hdrs or None)
+        task = asyncio.create_task(self._confirm(future, subject, data, hdrs))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+        produced = _PRODUCED.get()
+        if produced is not None:
+            produced.append(task)
+
+    async def _confirm(self, future, subject: str, data: bytes, hdrs: dict[str, str]) -> bool:
+        """Wait for a pipelined store; on a lost or failed ack, publish again and wait.
+
+        Publishing again is safe: the message carries its Nats-Msg-Id and the stream drops
+        the duplicate.
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(future), 5.0)
+            return True
+        except Exception as exc:
+            log.warning("stored publish on %s unconfirmed (%r); retrying", subject, exc)
+        try:
+            await _js_retry(
+                lambda: self.js.publish(subject, data, headers=hdrs or None, timeout=2.0),
+                attempts=12,
+            )
+            return True
+        except Exception:
+            self.lost_publishes += 1
+            log.exception("stored publish on %s failed after retries", subject)
+            return False
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every pipelined stored publish is confirmed."""
+        if self._confirming:
+            await asyncio.wait(list(self._confirming), timeout=timeout_s)
+
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        queue: str | None = None,
+        durable: str | None = None,
+    ) -> Subscription:
+        if durable is not None:
+            spec = stream_for(pattern.replace(">", "x").replace("*", "x"))
+            if spec is None:
+                raise ValueError(f"durable subscription on {pattern!r}: no stream captures it")
+            sub = _PullSub(self, pattern, durable, spec, handler)
+            sub.task = asyncio.create_task(sub.run(), name=f"pull:{durable}")
+            self._subs.append(sub)
+            return sub
+
+        async def on_msg(msg: Msg) -> None:
+            await handler(Message(msg.subject, msg.data, dict(msg.headers or {})))
+
+        core = _CoreSub(
+            await self.nc.subscribe(
+                pattern,
+                queue=queue or "",
+                cb=on_msg,
+                pending_msgs_limit=self.PENDING_MSGS_LIMIT,
+                pending_bytes_limit=self.PENDING_BYTES_LIMIT,
+            )
+        )
+        self._subs.append(core)
+        return core
+
+    def stale_consumers(self, max_age_s: float = 30.0) -> list[str]:
+        """Durable consumers whose fetch loop has not succeeded for ``max_age_s``."""
+        now = time.monotonic()
+        return [
+            s.durable
+            for s in self._subs
+            if isinstance(s, _PullSub) and not s.stopping and now - s.last_ok > max_age_s
+        ]
+
+    async def _bucket(self, bucket: str):
+        kv = self._kv.get(bucket)
+        if kv is None:
+            try:
+                kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await self.js.create_key_value(bucket=bucket, history=5)
+            self._kv[bucket] = kv
+        return kv
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        kv = await _js_retry(lambda: self._bucket(bucket))
+        try:
+            entry = await _js_retry(lambda: kv.get(key))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return entry.value
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
+        kv = await _js_retry(lambda: self._bucket(bucket))
+        await _js_retry(lambda: kv.put(key, value))
+
+    async def stop_consuming(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await sub.stop()
+
+    async def close(self) -> None:
+        self.closing = True
+        await self.stop_consuming()
+        await self.flush()
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()

@@ -1,0 +1,1 @@
+"""The ``hean`` command line."""

@@ -1,0 +1,1 @@
+"""Market-data math shared by the collector, the strategies and the backtester."""

@@ -1,0 +1,1 @@
+"""Models: the funding-rate LSTM and the liquidation-cascade forest."""

@@ -1,0 +1,1 @@
+"""The funding-rate forecaster: features, LSTM, walk-forward training and honest evaluation."""

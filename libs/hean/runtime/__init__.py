@@ -1,0 +1,1 @@
+"""Service runtime: logic binding, runner, health endpoints, metrics."""

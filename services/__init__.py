@@ -1,0 +1,1 @@
+"""HEAN services: one thin package each, a logic class plus a main that binds it."""

@@ -1,0 +1,1 @@
+"""funding-collector: funding, open interest, prices, books and liquidations from venues."""

@@ -1,0 +1,1 @@
+"""funding-predictor: Forecasts the next funding rate per symbol."""

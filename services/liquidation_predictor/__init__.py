@@ -1,0 +1,1 @@
+"""liquidation-predictor: Estimates liquidation-cascade probability per symbol."""

@@ -1,0 +1,1 @@
+"""listing-scanner: new perpetual listings, their funding spikes, and alert delivery."""

@@ -1,0 +1,1 @@
+"""order-router: Executes approved intents on paper or live."""

@@ -1,0 +1,1 @@
+"""risk-killswitch: Checks every signal and latches HALTED on drawdown."""

@@ -1,0 +1,1 @@
+"""strategy-engine: Turns forecasts and spreads into signals."""

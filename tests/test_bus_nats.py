@@ -1,0 +1,163 @@
+"""The NATS bus against a real nats-server: every event, dedupe, durability, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hean.bus.base import Message
+from hean.bus.nats import NatsBus
+from hean.natsserver import NatsServer
+from hean_proto import codec, subjects
+from tests.samples import SAMPLES
+
+
+async def wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_publish_and_consume_every_event_type(nats_url: str) -> None:
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    got: list[Message] = []
+
+    async def h(m: Message) -> None:
+        got.append(m)
+
+    await bus.subscribe("hean.>", h)
+    for event in SAMPLES:
+        await bus.publish(subjects.subject_for(event), codec.encode(event))
+    await wait_for(lambda: len(got) == len(SAMPLES))
+    decoded = {m.subject: codec.decode(m.data) for m in got}
+    for event in SAMPLES:
+        assert decoded[subjects.subject_for(event)] == event
+    await bus.close()
+
+
+async def test_jetstream_dedupe_by_msg_id(nats_url: str) -> None:
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    got: list[bytes] = []
+
+    async def h(m: Message) -> None:
+        got.append(m.data)
+
+    await bus.subscribe("hean.order.approved.>", h, durable="dedupe_test")
+    for _ in range(3):
+        await bus.publish("hean.order.approved.arb", b'{"n":1}', msg_id="intent-1")
+    await bus.publish("hean.order.approved.arb", b'{"n":2}', msg_id="intent-2")
+    await wait_for(lambda: len(got) >= 2)
+    await asyncio.sleep(0.5)
+    assert got == [b'{"n":1}', b'{"n":2}']
+    info = await bus.js.stream_info("HEAN_TRADING")
+    assert info.state.messages == 2
+    await bus.close()
+
+
+async def test_durable_consumer_resumes_after_downtime(nats_url: str) -> None:
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    got: list[bytes] = []
+
+    async def h(m: Message) -> None:
+        got.append(m.data)
+
+    sub = await bus.subscribe("hean.signal.>", h, durable="resume_test")
+    await bus.publish("hean.signal.s.BTC", b"1", msg_id="1")
+    await wait_for(lambda: got == [b"1"])
+    await sub.stop()
+    await bus.publish("hean.signal.s.BTC", b"2", msg_id="2")
+    await bus.publish("hean.signal.s.BTC", b"3", msg_id="3")
+    await bus.subscribe("hean.signal.>", h, durable="resume_test")
+    await wait_for(lambda: len(got) == 3)
+    assert got == [b"1", b"2", b"3"]
+    await bus.close()
+
+
+async def test_failed_handler_gets_redelivery(nats_url: str) -> None:
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    attempts: list[bool] = []
+
+    async def flaky(m: Message) -> None:
+        attempts.append(m.redelivered)
+        if len(attempts) == 1:
+            raise RuntimeError("transient")
+
+    await bus.subscribe("hean.fill.>", flaky, durable="redeliver_test")
+    await bus.publish("hean.fill.bybit.BTC", b"x", msg_id="f1")
+    await wait_for(lambda: len(attempts) == 2)
+    assert attempts == [False, True]
+    await bus.close()
+
+
+async def test_reconnects_after_server_kill_and_keeps_stream(nats_server: NatsServer) -> None:
+    bus = await NatsBus.connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    states: list[bool] = []
+    bus.on_state_change = states.append
+    got: list[bytes] = []
+
+    async def h(m: Message) -> None:
+        got.append(m.data)
+
+    await bus.subscribe("hean.order.approved.>", h, durable="restart_test")
+    await bus.publish("hean.order.approved.a", b"before", msg_id="b1")
+    await wait_for(lambda: got == [b"before"])
+    nats_server.kill()
+    await wait_for(lambda: not bus.connected)
+    nats_server.start()
+    await wait_for(lambda: bus.connected, timeout=30)
+    await bus.publish("hean.order.approved.a", b"after", msg_id="a1")
+    await bus.publish("hean.order.approved.a", b"before", msg_id="b1")  # duplicate, inside window
+    await wait_for(lambda: len(got) >= 2, timeout=30)
+    await asyncio.sleep(0.5)
+    assert got == [b"before", b"after"]
+    assert states[:2] == [False, True]
+    await bus.kv_put(subjects.KV_RISK, "state", b"HALTED")
+    nats_server.kill()
+    nats_server.start()
+    await wait_for(lambda: bus.connected, timeout=30)
+    assert await bus.kv_get(subjects.KV_RISK, "state") == b"HALTED"
+    await bus.close()
+
+
+async def test_connect_failure_names_the_setting() -> None:
+    from hean.bus.nats import NatsConnectError
+    from hean.config import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    try:
+        await NatsBus.connect(url, "test", connect_timeout_s=1.0)
+    except NatsConnectError as exc:
+        assert f"HEAN_NATS_URL={url}" in str(exc)
+    else:
+        raise AssertionError("connect to a closed port succeeded")
+
+
+async def test_slow_consumer_is_reported_and_memory_stays_bounded(nats_url: str) -> None:
+    bus = await NatsBus.connect(nats_url, "slow")
+    bus.PENDING_MSGS_LIMIT = 100
+    seen: list[str] = []
+    bus.on_slow_consumer = seen.append
+    release = asyncio.Event()
+
+    async def stuck(m: Message) -> None:
+        await release.wait()
+
+    await bus.subscribe("hean.md.price.>", stuck)
+    assert bus.keeping_up()
+    pub = await NatsBus.connect(nats_url, "fast")
+    for _ in range(1000):
+        await pub.publish("hean.md.price.bybit.BTC", b"x" * 100)
+    await pub.nc.flush()
+    await wait_for(lambda: bus.slow_consumer_drops > 0)
+    assert not bus.keeping_up()
+    assert seen and seen[0] == "hean.md.price.bybit.BTC"
+    assert bus.pending_messages() <= 100  # bounded: the excess was dropped, not buffered
+    release.set()
+    await pub.close()
+    await bus.close()
