@@ -44,6 +44,7 @@ class VenueCosts(msgspec.Struct, frozen=True, kw_only=True):
     taker_fee_bps: Bps = 5.5
     maker_fee_bps: Bps = 2.0
     slippage_bps: Bps = 2.0
+    spot_taker_fee_bps: Bps = 10.0
 
 
 DEFAULT_VENUE_COSTS: dict[str, VenueCosts] = {
@@ -85,13 +86,15 @@ class StrategyConfig(msgspec.Struct, kw_only=True):
     def venue_costs(self, venue: str) -> VenueCosts:
         return self.costs.get(venue, self.default_costs)
 
+    def leg_round_trip_bps(self, venue: str, instrument: str = "perp") -> float:
+        """Taker fee plus slippage to enter and later leave one leg, in bps of its notional."""
+        c = self.venue_costs(venue)
+        fee = c.spot_taker_fee_bps if instrument == "spot" else c.taker_fee_bps
+        return 2.0 * (fee + c.slippage_bps)
+
     def round_trip_bps(self, venues: Sequence[str]) -> float:
-        """Taker fees plus slippage to enter and later leave one leg on each venue, in bps."""
-        total = 0.0
-        for venue in venues:
-            c = self.venue_costs(venue)
-            total += 2.0 * (c.taker_fee_bps + c.slippage_bps)
-        return total
+        """Round-trip costs of one perpetual leg on each of ``venues``, in bps."""
+        return sum(self.leg_round_trip_bps(v) for v in venues)
 
 
 @runtime_checkable
@@ -133,10 +136,14 @@ def make_signal(
     take_profit_frac: float | None = None,
     reduce_only: bool = False,
 ) -> Signal:
-    """Build a Signal with a deterministic id; ``kind`` is e.g. ``enter`` or ``exit``."""
+    """Build a Signal with a deterministic id; ``kind`` is e.g. ``enter`` or ``exit``.
+
+    The id is made from ``kind`` and ``id_parts`` (the identity of the triggering event, such
+    as its venue and timestamp), not from ``now_ms``, so a re-delivered event yields the same id.
+    """
     return Signal(
         ts_ms=now_ms,
-        id=signal_id(strategy, symbol, kind, now_ms, *id_parts),
+        id=signal_id(strategy, symbol, kind, *id_parts),
         strategy=strategy,
         symbol=symbol,
         legs=list(legs),
