@@ -34,6 +34,9 @@ BPS = 1e4
 DEFAULT_MAX_SIZE_FRAC = 0.02
 """Never more than 2 % of capital per trade unless a config raises it explicitly."""
 
+MAX_PENDING_EXITS = 1024
+"""Exits remembered for rollback; older ones were long since decided."""
+
 Frac = Annotated[float, Meta(ge=0.0, le=1.0)]
 Bps = Annotated[float, Meta(ge=0.0, le=1000.0)]
 
@@ -185,10 +188,11 @@ class OpenPosition:
 
 
 class PositionBook:
-    """Positions per key, with rollback when risk rejects the entry."""
+    """Positions per key, with rollback when risk rejects the entry or the exit."""
 
     def __init__(self) -> None:
         self._by_key: dict[str, OpenPosition] = {}
+        self._closing: dict[str, OpenPosition] = {}
 
     def get(self, key: str) -> OpenPosition | None:
         return self._by_key.get(key)
@@ -196,8 +200,14 @@ class PositionBook:
     def open(self, pos: OpenPosition) -> None:
         self._by_key[pos.key] = pos
 
-    def close(self, key: str) -> OpenPosition | None:
-        return self._by_key.pop(key, None)
+    def close(self, key: str, exit_signal_id: str | None = None) -> OpenPosition | None:
+        """Forget a position; with ``exit_signal_id`` it comes back if risk rejects the exit."""
+        pos = self._by_key.pop(key, None)
+        if pos is not None and exit_signal_id is not None:
+            self._closing[exit_signal_id] = pos
+            while len(self._closing) > MAX_PENDING_EXITS:
+                self._closing.pop(next(iter(self._closing)))
+        return pos
 
     def __contains__(self, key: str) -> bool:
         return key in self._by_key
@@ -209,9 +219,13 @@ class PositionBook:
         return list(self._by_key.values())
 
     def on_decision(self, decision: RiskDecision) -> OpenPosition | None:
-        """Forget a position whose entry signal risk rejected; returns it when forgotten."""
+        """Undo what a rejected signal assumed: drop a rejected entry, restore a rejected exit."""
+        closing = self._closing.pop(decision.signal_id, None)
         if decision.approved:
             return None
+        if closing is not None:
+            self._by_key[closing.key] = closing
+            return closing
         for key, pos in list(self._by_key.items()):
             if pos.entry_signal_id == decision.signal_id:
                 return self._by_key.pop(key)
