@@ -1,0 +1,1 @@
+"""Liquidation-cascade model: features, label rule, RandomForest with calibrated probability."""
