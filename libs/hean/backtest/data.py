@@ -1,0 +1,199 @@
+"""History for backtests, read in place from a data directory laid out like the shared data.
+
+Funding: ``normalized/funding_settlements.parquet`` (settled rates, real settlement times and
+intervals; coverage gaps are not intervals and are repaired by ``hean.history``). Prices:
+daily perpetual bars ``klines/*/klines_1d/<SYMBOL>.csv`` and, where present, 8-hourly perp
+and spot bars ``funding/*/{perp,spot}_8h_<symbol>.csv``. A bar's *open* is used at the bar's
+start time, which is what was known then: no bar is ever looked at before it began.
+
+The price files are Binance USD-M; the same price is used for a symbol on every venue (the
+cross-venue basis is not in the data), and where no spot bars exist the spot leg is priced at
+the perpetual (zero basis). The result states this in ``History.notes``.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hean.history.store import events_from_frame
+from hean_proto.events import FundingRate
+
+FUNDING_FILE = Path("normalized") / "funding_settlements.parquet"
+
+
+class BacktestDataError(ValueError):
+    """The requested history is missing; the message says what and where."""
+
+
+@dataclass
+class PriceSeries:
+    """Prices of one symbol: bar start times with the perp and spot price known then."""
+
+    symbol: str
+    times_ms: np.ndarray
+    perp: np.ndarray
+    spot: np.ndarray
+    source: str
+    spot_is_real: bool
+
+    def at(self, t_ms: int) -> tuple[float, float] | None:
+        """(perp, spot) of the last bar that started at or before ``t_ms``."""
+        i = int(np.searchsorted(self.times_ms, t_ms, side="right")) - 1
+        if i < 0:
+            return None
+        return float(self.perp[i]), float(self.spot[i])
+
+
+@dataclass
+class History:
+    funding: list[FundingRate]
+    """Settled rates inside the range, by time."""
+    warmup: list[FundingRate]
+    """Settled rates before the range: model context only, never traded."""
+    prices: dict[str, PriceSeries]
+    start_ms: int
+    end_ms: int
+    notes: list[str] = field(default_factory=list)
+
+    def coverage(self) -> dict[str, object]:
+        series: dict[str, dict[str, object]] = {}
+        for e in self.funding:
+            key = f"{e.venue}:{e.symbol}"
+            s = series.setdefault(
+                key, {"settlements": 0, "first_ms": e.ts_ms, "intervals_h": set()}
+            )
+            s["settlements"] += 1
+            s["last_ms"] = e.ts_ms
+            s["intervals_h"].add(e.interval_hours)
+        for s in series.values():
+            s["intervals_h"] = sorted(s["intervals_h"])
+        return {
+            "funding_series": series,
+            "price_sources": {k: v.source for k, v in sorted(self.prices.items())},
+            "notes": list(self.notes),
+        }
+
+
+def resolve_data_dir(path: str | Path | None) -> Path:
+    if not path:
+        raise BacktestDataError(
+            "no data directory: pass --data PATH or set HEAN_DATA_DIR (e.g. to ../shared/data)"
+        )
+    p = Path(path)
+    if not p.is_dir():
+        raise BacktestDataError(f"data directory not found: {p}")
+    if not (p / FUNDING_FILE).exists():
+        raise BacktestDataError(f"{p}: no funding history at {FUNDING_FILE}")
+    return p
+
+
+def _read_funding(data_dir: Path) -> pd.DataFrame:
+    df = pd.read_parquet(data_dir / FUNDING_FILE)
+    df["funding_time_utc"] = pd.to_datetime(df["funding_time_utc"], utc=True)
+    return df
+
+
+def data_end_ms(data_dir: str | Path) -> int:
+    """The last settlement in the data: where ``--days`` counts back from."""
+    df = _read_funding(resolve_data_dir(data_dir))
+    return int(df["funding_time_utc"].max().value // 1_000_000)
+
+
+def _daily_prices(data_dir: Path, symbol: str) -> PriceSeries | None:
+    files = sorted(glob.glob(str(data_dir / "klines" / "*" / "klines_1d" / f"{symbol}.csv")))
+    if not files:
+        return None
+    df = pd.read_csv(files[0], usecols=["timestamp", "open"]).dropna()
+    df = df[df["open"] > 0].sort_values("timestamp")
+    t = df["timestamp"].to_numpy(dtype="int64")
+    p = df["open"].to_numpy(dtype="float64")
+    rel = Path(files[0]).relative_to(data_dir)
+    return PriceSeries(symbol, t, p, p.copy(), f"{rel} (daily opens, spot = perp)", False)
+
+
+def _bars(path: str) -> pd.DataFrame:
+    df = pd.read_csv(path, usecols=["openTime", "open"]).dropna()
+    df["t"] = pd.to_datetime(df["openTime"], utc=True).astype("int64") // 1_000_000
+    return df[df["open"] > 0][["t", "open"]]
+
+
+def _8h_prices(data_dir: Path, symbol: str) -> PriceSeries | None:
+    low = symbol.lower()
+    perp = sorted(glob.glob(str(data_dir / "funding" / "*" / f"perp_8h_{low}.csv")))
+    spot = sorted(glob.glob(str(data_dir / "funding" / "*" / f"spot_8h_{low}.csv")))
+    if not perp or not spot:
+        return None
+    joined = _bars(perp[0]).merge(_bars(spot[0]), on="t", suffixes=("_perp", "_spot"))
+    joined = joined.sort_values("t")
+    rel = Path(perp[0]).parent.relative_to(data_dir)
+    return PriceSeries(
+        symbol,
+        joined["t"].to_numpy(dtype="int64"),
+        joined["open_perp"].to_numpy(dtype="float64"),
+        joined["open_spot"].to_numpy(dtype="float64"),
+        f"{rel}/{{perp,spot}}_8h_{low}.csv (8 h opens, real spot)",
+        True,
+    )
+
+
+def load_history(
+    data_dir: str | Path | None,
+    start_ms: int,
+    end_ms: int,
+    *,
+    venues: list[str] | None = None,
+    symbols: list[str] | None = None,
+    warmup_settlements: int = 64,
+) -> History:
+    """Settlements and prices for [start_ms, end_ms); a clear error when nothing is covered."""
+    if end_ms <= start_ms:
+        raise BacktestDataError("empty range: --to must be after --from")
+    root = resolve_data_dir(data_dir)
+    df = _read_funding(root)
+    if venues:
+        df = df[df["exchange"].str.lower().isin([v.lower() for v in venues])]
+    warm_from = pd.Timestamp(start_ms - warmup_settlements * 8 * 3_600_000, unit="ms", tz="UTC")
+    # a little before the warm-up so the first interval of each series is known
+    lo = warm_from - pd.Timedelta(days=2)
+    hi = pd.Timestamp(end_ms, unit="ms", tz="UTC")
+    df = df[(df["funding_time_utc"] >= lo) & (df["funding_time_utc"] < hi)]
+    events, _errors = events_from_frame(df)
+    if symbols:
+        wanted = {s.upper() for s in symbols}
+        events = [e for e in events if e.symbol in wanted]
+    events.sort(key=lambda e: (e.ts_ms, e.venue, e.symbol))
+    funding = [e for e in events if e.ts_ms >= start_ms]
+    warm_ms = int(warm_from.value // 1_000_000)
+    warmup = [e for e in events if warm_ms <= e.ts_ms < start_ms]
+    if not funding:
+        rng = f"{_iso(start_ms)} -> {_iso(end_ms)}"
+        what = f" for venues {venues}" if venues else ""
+        what += f" and symbols {symbols}" if symbols else ""
+        raise BacktestDataError(f"no funding settlements in {rng}{what} under {root}")
+    prices: dict[str, PriceSeries] = {}
+    notes: list[str] = []
+    for symbol in sorted({e.symbol for e in funding}):
+        series = _8h_prices(root, symbol) or _daily_prices(root, symbol)
+        if series is None:
+            notes.append(f"{symbol}: no price bars; its settlements are skipped")
+            continue
+        if series.at(start_ms) is None and series.at(end_ms - 1) is None:
+            notes.append(f"{symbol}: price bars do not cover the range; skipped")
+            continue
+        prices[symbol] = series
+        if not series.spot_is_real:
+            notes.append(f"{symbol}: spot priced at the perpetual (no spot bars): zero basis")
+    notes.append("prices are Binance USD-M bars used for every venue (no cross-venue basis)")
+    funding = [e for e in funding if e.symbol in prices]
+    if not funding:
+        raise BacktestDataError(f"no price bars for the symbols with funding in {root}")
+    return History(funding, warmup, prices, start_ms, end_ms, notes)
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")

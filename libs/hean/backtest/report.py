@@ -1,0 +1,245 @@
+"""Numbers and files from a backtest: metrics JSON, trades CSV, equity/drawdown PNG, HTML.
+
+Returns are measured on the equity curve resampled to UTC days (the last equity of each day,
+carried forward over days without events). Sharpe and Sortino are annualised with sqrt(365)
+from daily returns and a zero risk-free rate; max drawdown is the deepest fall from a running
+peak of the event-level curve.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hean.backtest.engine import BacktestResult, Replay
+
+DAY_MS = 86_400_000
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def daily_equity(r: Replay, start_ms: int, end_ms: int, capital: float) -> pd.Series:
+    s = pd.Series(r.equity_usd, index=pd.to_datetime(r.equity_ms, unit="ms", utc=True))
+    s = s[~s.index.duplicated(keep="last")]
+    days = pd.date_range(
+        pd.Timestamp(start_ms, unit="ms", tz="UTC").normalize(),
+        pd.Timestamp(max(end_ms - 1, start_ms), unit="ms", tz="UTC").normalize(),
+        freq="D",
+    )
+    daily = s.resample("D").last().reindex(days).ffill().fillna(capital)
+    return daily
+
+
+def metrics(r: Replay, start_ms: int, end_ms: int, capital: float) -> dict[str, object]:
+    p = r.portfolio
+    eq = np.asarray(r.equity_usd, dtype=float) if r.equity_usd else np.asarray([capital])
+    final = float(eq[-1])
+    total = final / capital - 1.0
+    days = max((end_ms - start_ms) / DAY_MS, 1e-9)
+    daily = daily_equity(r, start_ms, end_ms, capital)
+    rets = daily.pct_change().dropna().to_numpy()
+    sd = float(rets.std(ddof=1)) if len(rets) > 1 else 0.0
+    downside = rets[rets < 0]
+    dsd = float(np.sqrt(np.mean(downside**2))) if len(downside) else 0.0
+    mean = float(rets.mean()) if len(rets) else 0.0
+    peak = np.maximum.accumulate(np.concatenate([[capital], eq]))
+    dd = (np.concatenate([[capital], eq]) - peak) / peak
+    monthly = daily.resample("ME").last()
+    prev = monthly.shift(1).fillna(capital)
+    trades = p.closed + p.open
+    annualised = (1 + total) ** (365.0 / days) - 1 if total > -1 else -1.0
+    return {
+        "capital_usd": capital,
+        "final_equity_usd": round(final, 6),
+        "pnl_usd": round(final - capital, 6),
+        "funding_usd": round(p.funding_usd, 6),
+        "price_pnl_usd": round(p.price_pnl_usd(), 6),
+        "fees_usd": round(p.fees_usd, 6),
+        "slippage_usd": round(p.slippage_usd, 6),
+        "total_return_frac": total,
+        "annualised_return_frac": annualised,
+        "monthly_return_frac": {
+            k.strftime("%Y-%m"): float(v / pv - 1)
+            for k, v, pv in zip(monthly.index, monthly, prev, strict=True)
+        },
+        "sharpe": mean / sd * math.sqrt(365) if sd > 0 else 0.0,
+        "sortino": mean / dsd * math.sqrt(365) if dsd > 0 else 0.0,
+        "max_drawdown_frac": float(-dd.min()),
+        "trades": len(trades),
+        "signals": len(r.signals),
+        "turnover_usd": round(p.turnover_usd, 6),
+        "turnover_x_capital": p.turnover_usd / capital,
+        "rejected": dict(p.rejections),
+        "events_replayed": r.events,
+    }
+
+
+def buy_and_hold(result: BacktestResult) -> dict[str, object]:
+    """Each covered symbol's perpetual bought at the start and sold at the end, equal weight."""
+    h = result.history
+    rets = {}
+    for symbol, series in h.prices.items():
+        a, b = series.at(h.start_ms), series.at(h.end_ms - 1)
+        if a and b:
+            rets[symbol] = b[0] / a[0] - 1.0
+    mean = float(np.mean(list(rets.values()))) if rets else 0.0
+    return {"total_return_frac": mean, "per_symbol": rets, "costs": "none charged"}
+
+
+def summary(result: BacktestResult) -> dict[str, object]:
+    h, c = result.history, result.config
+    out: dict[str, object] = {
+        "strategy": c.strategy,
+        "range": {"from": _iso(h.start_ms), "to": _iso(h.end_ms)},
+        "capital_usd": c.capital,
+        "costs": {
+            "liquidity": c.costs.liquidity,
+            "slippage_bps_override": c.costs.slippage_bps,
+            "venues": {
+                v: {
+                    "fee_bps_perp": c.costs.fee_bps(v, "perp"),
+                    "fee_bps_spot": c.costs.fee_bps(v, "spot"),
+                    "slippage_bps": c.costs.slip_bps(v),
+                }
+                for v in sorted({e.venue for e in h.funding})
+            },
+        },
+        "limits": {
+            "max_size_frac": c.limits.max_size_frac,
+            "max_gross_frac": c.limits.max_gross_frac,
+        },
+        "strategy_config": c.strategy_config or {},
+        "coverage": h.coverage(),
+        "model_version": result.replay.model_version,
+        "result": metrics(result.replay, h.start_ms, h.end_ms, c.capital),
+        "buy_and_hold": buy_and_hold(result),
+    }
+    if result.baseline is not None:
+        b = result.baseline
+        name = b.signals[0].strategy if b.signals else "naive"
+        out["naive_baseline"] = {"name": name, **metrics(b, h.start_ms, h.end_ms, c.capital)}
+    return out
+
+
+def write_trades_csv(result: BacktestResult, path: Path) -> None:
+    prices = result.replay.portfolio.prices
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "id",
+                "symbol",
+                "opened_utc",
+                "closed_utc",
+                "legs",
+                "notional_usd_per_leg",
+                "funding_usd",
+                "price_pnl_usd",
+                "fees_usd",
+                "slippage_usd",
+                "pnl_usd",
+                "entry_reason",
+                "exit_reason",
+            ]
+        )
+        for t in result.trades:
+            price = t.price_pnl(prices)
+            legs = " | ".join(
+                f"{'long' if x.qty > 0 else 'short'} {x.instrument} {x.venue} "
+                f"{abs(x.qty):.6g} @ {x.entry_price:.6g}"
+                + (f" -> {x.exit_price:.6g}" if x.exit_price is not None else "")
+                for x in t.legs
+            )
+            w.writerow(
+                [
+                    t.id,
+                    t.symbol,
+                    _iso(t.opened_ms),
+                    _iso(t.closed_ms) if t.closed_ms is not None else "",
+                    legs,
+                    f"{t.notional_usd:.6f}",
+                    f"{t.funding_usd:.6f}",
+                    f"{price:.6f}",
+                    f"{t.fees_usd:.6f}",
+                    f"{t.slippage_usd:.6f}",
+                    f"{t.funding_usd + price - t.fees_usd - t.slippage_usd:.6f}",
+                    t.reason,
+                    t.exit_reason,
+                ]
+            )
+
+
+def plot(result: BacktestResult, path: Path) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = result.replay
+    times = pd.to_datetime(r.equity_ms, unit="ms", utc=True)
+    eq = np.asarray(r.equity_usd)
+    peak = np.maximum.accumulate(np.concatenate([[result.config.capital], eq]))[1:]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
+    ax1.plot(times, eq, label=result.config.strategy, lw=1.4)
+    if result.baseline is not None:
+        b = result.baseline
+        ax1.plot(
+            pd.to_datetime(b.equity_ms, unit="ms", utc=True),
+            b.equity_usd,
+            label="naive baseline",
+            lw=1,
+            alpha=0.7,
+        )
+    ax1.axhline(result.config.capital, color="grey", lw=0.6, ls=":")
+    ax1.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ax1.set_ylabel("equity (USD)")
+    ax1.legend(loc="best")
+    ax1.set_title(
+        f"{result.config.strategy}: {_iso(result.history.start_ms)[:10]} to "
+        f"{_iso(result.history.end_ms)[:10]} (fees, slippage and funding charged)"
+    )
+    ax2.fill_between(times, (eq - peak) / peak * 100, 0, color="tab:red", alpha=0.4)
+    ax2.set_ylabel("drawdown (%)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return data
+
+
+def _html(summary_: dict, png: bytes) -> str:
+    res = summary_["result"]
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{v}</td></tr>"
+        for k, v in res.items()  # type: ignore[union-attr]
+        if not isinstance(v, dict)
+    )
+    img = base64.b64encode(png).decode()
+    return (
+        "<!doctype html><meta charset='utf-8'><title>HEAN backtest</title>"
+        f"<h1>{summary_['strategy']}</h1><p>{summary_['range']}</p>"
+        f"<img src='data:image/png;base64,{img}'><table>{rows}</table>"
+        f"<pre>{json.dumps(summary_, indent=2, default=str)}</pre>"
+    )
+
+
+def write_outputs(result: BacktestResult, out_dir: Path, *, plot_png: bool = True) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = summary(result)
+    (out_dir / "results.json").write_text(json.dumps(s, indent=2, default=str))
+    write_trades_csv(result, out_dir / "trades.csv")
+    if plot_png:
+        png = plot(result, out_dir / "equity.png")
+        (out_dir / "report.html").write_text(_html(s, png))
+    return s
