@@ -1,0 +1,57 @@
+"""Which ccxt class serves a venue, and how its URLs are pointed at the simulator.
+
+Pointing a client at the simulator rewrites only the scheme and host of every URL ccxt knows
+for the venue (``https://fapi.binance.com/fapi/v1`` -> ``http://sim/binance/fapi/v1``); paths,
+signing and parsing stay exactly what production uses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+CCXT_IDS = {"binance": "binanceusdm", "bybit": "bybit", "okx": "okx"}
+"""Venue name -> ccxt id. Any other ccxt id works as a venue name by itself."""
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    # perpetuals only: skip spot, options and margin discovery at load_markets
+    "binanceusdm": {
+        "fetchMargins": False,
+        "fetchCurrencies": False,
+        "warnOnFetchOpenOrdersWithoutSymbol": False,
+    },
+    "bybit": {"fetchMarkets": {"types": ["linear"]}, "defaultType": "swap"},
+    "okx": {
+        "fetchMarkets": {"types": ["swap"]},
+        "defaultType": "swap",
+        "createOrder": "privatePostTradeOrder",
+    },
+}
+
+
+def ccxt_id(venue: str) -> str:
+    return CCXT_IDS.get(venue, venue)
+
+
+def point_at(urls: Any, base_url: str, venue: str) -> Any:
+    """Every URL in ccxt's ``urls['api']`` tree moved to ``base_url/<venue>``."""
+    host = re.sub(r"^https?://", "", base_url.rstrip("/"))
+    secure = base_url.startswith("https://")
+
+    def move(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, str):
+            value = value.replace("{hostname}", "sim")
+
+            def repl(m: re.Match[str]) -> str:
+                ws = m.group(1) in ("ws", "wss")
+                scheme = ("wss" if secure else "ws") if ws else ("https" if secure else "http")
+                return f"{scheme}://{host}/{venue}"
+
+            return re.sub(r"^(https|http|wss|ws)://[^/]+", repl, value)
+        return value
+
+    return move(urls)
