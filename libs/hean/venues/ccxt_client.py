@@ -42,7 +42,7 @@ from hean_proto.events import BookLevel, BookTop, FundingRate, Liquidation, Open
 log = logging.getLogger("hean.venues")
 T = TypeVar("T")
 H_MS = 3_600_000
-TRANSIENT = (cx.NetworkError,)  # RateLimitExceeded, DDoSProtection, RequestTimeout, ...
+TRANSIENT = (cx.OperationFailed,)  # network, rate limit, timeout, venue-side internal errors
 DUPLICATE_MARKERS = ("-4116", "110072", "51016", "duplicate")
 STATUS = {"open": "open", "closed": "filled", "canceled": "canceled", "rejected": "rejected"}
 # venue field that carries the native listing time in each market's raw ``info``
@@ -78,7 +78,7 @@ class CcxtVenueClient:
         }
         if creds.present:
             config.update(apiKey=creds.api_key, secret=creds.secret, password=creds.passphrase)
-        self.ex = cls(config)
+        self.ex = _strict(cls)(config)
         self.ex.has["fetchCurrencies"] = False
         if base_url:
             self.ex.urls["api"] = point_at(self.ex.urls["api"], base_url, venue)
@@ -113,6 +113,10 @@ class CcxtVenueClient:
         while True:
             try:
                 result = await asyncio.wait_for(fn(*args, **kw), self.timeout_s * 1.5)
+            except cx.BadResponse as exc:
+                self._failed(endpoint)
+                self.metrics.bad_data.labels(self.venue, endpoint, "body").inc()
+                raise VenueDataError(self.venue, endpoint, "body", str(exc)[:200]) from exc
             except (TimeoutError, *TRANSIENT) as exc:
                 attempt += 1
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -132,10 +136,6 @@ class CcxtVenueClient:
                 )
                 await asyncio.sleep(delay)
                 continue
-            except cx.BadResponse as exc:
-                self._failed(endpoint)
-                self.metrics.bad_data.labels(self.venue, endpoint, "body").inc()
-                raise VenueDataError(self.venue, endpoint, "body", str(exc)[:200]) from exc
             except cx.OrderNotFound as exc:
                 self._ok(endpoint)
                 raise OrderNotFound(self.venue, endpoint, str(exc)[:200]) from exc
@@ -217,7 +217,9 @@ class CcxtVenueClient:
                 log.warning("%s: funding intervals unavailable: %s", self.venue, exc)
         out: list[MarketInfo] = []
         for m in raw.values():
-            if not (m.get("swap") and m.get("linear")):
+            # linear: margined and settled in the quote currency (some answers omit the flag)
+            linear = m.get("linear") or (m.get("settle") and m.get("settle") == m.get("quote"))
+            if not (m.get("swap") and linear):
                 continue
             try:
                 info = self._market_info(m, intervals)
@@ -242,7 +244,10 @@ class CcxtVenueClient:
         contract = chk.positive(m.get("contractSize") or 1, "contractSize")
         interval = intervals.get(m["symbol"])
         if interval is None and self.venue == "bybit" and raw.get("fundingInterval"):
-            interval = chk.positive(raw["fundingInterval"], "fundingInterval") / 60.0
+            minutes = chk.positive(raw["fundingInterval"], "fundingInterval")
+            if not 30 <= minutes <= 1440:
+                raise chk.fail("fundingInterval", f"{minutes} minutes is not a funding interval")
+            interval = minutes / 60.0
         if interval is None and self.venue == "binance":
             # Binance lists in fundingInfo only symbols whose interval differs from 8 h
             interval = 8.0
@@ -301,7 +306,7 @@ class CcxtVenueClient:
         next_ms = chk.timestamp_or_none(
             item.get("fundingTimestamp") or item.get("nextFundingTimestamp"), "nextFundingTime"
         )
-        interval = _interval_hours(item.get("interval")) or m.interval_hours
+        interval = self._stated_interval(chk, raw, item, m)
         if interval is not None and interval != m.interval_hours:
             # OKX states the interval only through its funding times: learn it here
             self._learn_interval(m, interval)
@@ -322,6 +327,15 @@ class CcxtVenueClient:
             mark_price=mark,
             index_price=index,
         )
+
+    def _stated_interval(self, chk: Checker, raw: dict, item: dict, m: MarketInfo) -> float | None:
+        """The interval the venue itself states, in hours; ccxt's derived one only for others."""
+        if self.venue == "bybit":
+            stated = raw.get("fundingIntervalHour")
+            return chk.positive(stated, "fundingIntervalHour") if stated else m.interval_hours
+        if self.venue == "binance":
+            return m.interval_hours
+        return _interval_hours(item.get("interval")) or m.interval_hours
 
     def _learn_interval(self, m: MarketInfo, hours: float) -> None:
         learned = msgspec.structs.replace(m, interval_hours=hours)
@@ -733,7 +747,7 @@ class CcxtVenueClient:
                         venue=self.venue,
                         symbol=mk.symbol,
                         ts_ms=chk.timestamp(item.get("timestamp"), "timestamp"),
-                        amount_usd=chk.number(item.get("amount"), "amount"),
+                        amount_usd=_funding_amount(self.venue, chk, item),
                         rate=rate,
                     )
                 )
@@ -744,6 +758,23 @@ class CcxtVenueClient:
 
     async def close(self) -> None:
         await self.ex.close()
+
+
+def _strict(cls: type) -> type:
+    """The ccxt class, refusing bodies that look like JSON but do not parse.
+
+    ccxt turns such a body into ``None`` and its parsers into empty lists: a malformed answer
+    would read as "no data" instead of an error.
+    """
+
+    def parse_json(self: Any, http_response: Any) -> Any:
+        parsed = cls.parse_json(self, http_response)
+        text = http_response.lstrip() if isinstance(http_response, str) else ""
+        if parsed is None and text[:1] in ("{", "["):
+            raise cx.BadResponse(f"{self.id}: malformed JSON: {http_response[:120]!r}")
+        return parsed
+
+    return type(cls.__name__, (cls,), {"parse_json": parse_json})
 
 
 def _interval_hours(value: Any) -> float | None:
@@ -758,6 +789,14 @@ def _interval_hours(value: Any) -> float | None:
     except ValueError:
         return None
     return None
+
+
+def _funding_amount(venue: str, chk: Checker, item: dict) -> float:
+    """Signed USD, positive received. Bybit books funding as a fee: positive ``execFee`` is paid,
+    and ccxt passes it through unchanged."""
+    if venue == "bybit" and (item.get("info") or {}).get("execFee") not in (None, ""):
+        return -chk.number(item["info"]["execFee"], "execFee")
+    return chk.number(item.get("amount"), "amount")
 
 
 def _median_gap_hours(rows: list[tuple[int, float]]) -> float | None:
@@ -798,7 +837,8 @@ def _liquidation_side(venue: str, item: dict) -> Literal["buy", "sell"] | None:
     """The liquidated order's side: ``sell`` closes a long."""
     raw = item.get("info") or {}
     if venue == "binance":
-        s = str((raw.get("o") or {}).get("S", "")).lower()
+        inner = raw.get("o") if isinstance(raw.get("o"), dict) else raw  # ccxt hands ``o``
+        s = str(inner.get("S", "")).lower()
     elif venue == "bybit":
         position = str(raw.get("S", "")).lower()  # Bybit names the liquidated position
         s = "sell" if position == "buy" else "buy" if position == "sell" else ""
