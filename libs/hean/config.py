@@ -30,6 +30,9 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
 
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: str | None = None
+    nats_user: str | None = None
+    nats_password_file: str | None = None
+    nats_tls_ca_file: str | None = None
     nats_connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
     nats_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
     health_host: str = "127.0.0.1"

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -40,6 +42,19 @@ log = logging.getLogger("hean.bus")
 
 class NatsConnectError(RuntimeError):
     """NATS could not be reached at start."""
+
+
+def _read_secret(path: str | None, setting: str) -> str:
+    """A password from a mounted secret file; its value never reaches a message or log."""
+    if not path:
+        raise NatsConnectError(f"{setting}: required when HEAN_NATS_USER is set")
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise NatsConnectError(f"{setting}={path}: {exc.strerror}") from None
+    if not value:
+        raise NatsConnectError(f"{setting}={path}: file is empty")
+    return value
 
 
 _PRODUCED: contextvars.ContextVar[list[asyncio.Task] | None] = contextvars.ContextVar(
@@ -226,6 +241,9 @@ class NatsBus(Bus):
         *,
         connect_timeout_s: float = 10.0,
         user_credentials: str | None = None,
+        user: str | None = None,
+        password_file: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> NatsBus:
         """Connect, retrying forever after the first success; fail fast if never reachable."""
         holder: dict[str, NatsBus] = {}
@@ -248,9 +266,14 @@ class NatsBus(Bus):
                 return
             log.debug("nats error: %s", exc)
 
-        kwargs = {}
+        kwargs: dict[str, object] = {}
         if user_credentials:
             kwargs["user_credentials"] = user_credentials
+        if user:
+            kwargs["user"] = user
+            kwargs["password"] = _read_secret(password_file, "HEAN_NATS_PASSWORD_FILE")
+        if tls_ca_file:
+            kwargs["tls"] = ssl.create_default_context(cafile=tls_ca_file)
         try:
             nc = await asyncio.wait_for(
                 nats.connect(

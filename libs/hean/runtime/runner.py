@@ -84,6 +84,9 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
         f"hean-{name}",
         connect_timeout_s=settings.nats_connect_timeout_s,
         user_credentials=settings.nats_creds,
+        user=settings.nats_user,
+        password_file=settings.nats_password_file,
+        tls_ca_file=settings.nats_tls_ca_file,
     )
     metrics.nats_connected.labels(name).set(1)
     bus.on_state_change = lambda up: metrics.nats_connected.labels(name).set(1 if up else 0)
