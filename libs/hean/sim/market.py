@@ -160,7 +160,8 @@ class Market:
         self._fire_events()
         self.active = [a for a in self.active if a[1] > t_ms or a[2].kind == "listing"]
         if partial:
-            # sub-step moves are deterministic too: no randomness, only settlements due
+            # sub-step moves are deterministic too: no randomness, only scripts and settlements
+            self._force_rates()
             self._settle_due()
             return
         for base, spec in self.specs.items():
@@ -208,6 +209,8 @@ class Market:
                     book_depth_usd=2e5,
                 )
             self._add_symbol(spec, listed_ms=at)
+        if e.kind in ("funding_spike", "divergence"):
+            self._force_rates()
         if e.kind == "cascade":
             n = max(e.liquidations, 0)
             for i in range(n):
@@ -234,12 +237,22 @@ class Market:
     def _thinning(self, s: Series) -> float:
         return 0.25 if self._events_now("cascade", s.venue, s.base) else 1.0
 
-    def _move_rate(self, s: Series, dt_days: float) -> None:
+    def _forced_rate(self, s: Series) -> float | None:
         forced = self._events_now("funding_spike", s.venue, s.base) + self._events_now(
             "divergence", s.venue, s.base
         )
-        if forced:
-            s.rate = forced[-1].rate
+        return forced[-1].rate if forced else None
+
+    def _force_rates(self) -> None:
+        for s in self.series.values():
+            rate = self._forced_rate(s)
+            if rate is not None:
+                s.rate = rate
+
+    def _move_rate(self, s: Series, dt_days: float) -> None:
+        forced = self._forced_rate(s)
+        if forced is not None:
+            s.rate = forced
             return
         if s.replay is not None:
             s.rate = self._replay_rate(s)

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from hean.config import ServiceSettings
     from hean.venues.ccxt_client import CcxtVenueClient
 
-__all__ = ["VenueClient", "VenueError", "build_client"]
+__all__ = ["VenueClient", "VenueError", "bind_metrics", "build_client"]
 
 
 def build_client(venue: str, settings: ServiceSettings, private: bool = False) -> CcxtVenueClient:
@@ -28,3 +28,15 @@ def build_client(venue: str, settings: ServiceSettings, private: bool = False) -
     return CcxtVenueClient(
         venue, creds if (private or settings.venue_mode == "sim") else None, base_url=base_url
     )
+
+
+def bind_metrics(clients: list[object], registry: object) -> None:
+    """Have venue clients count into a service's registry, so /metrics shows venue health."""
+    from hean.venues.metrics import VenueMetrics
+
+    shared: VenueMetrics | None = None
+    for client in clients:
+        bind = getattr(client, "bind_metrics", None)
+        if bind is not None:
+            shared = shared or VenueMetrics(registry)  # type: ignore[arg-type]
+            bind(shared)
