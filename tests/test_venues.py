@@ -416,3 +416,23 @@ async def test_recorded_answers_normalise_like_the_simulator(data_dir: Path) -> 
         finally:
             for c in [*real.values(), *simc.values()]:
                 await c.close()
+
+
+async def test_the_documented_example_scenario_runs() -> None:
+    from hean.sim.scenario import load_scenario
+
+    sc = load_scenario(Path(__file__).parent.parent / "deploy" / "sim" / "scenario.example.yaml")
+    assert [e.kind for e in sc.events] == [
+        "listing",
+        "funding_spike",
+        "divergence",
+        "cascade",
+        "outage",
+    ]
+    async with SimServer(sc) as sim:
+        sim.advance(1300)
+        new = sim.market.get("bybit", "NEWUSDT")
+        assert new is not None and new.rate == 0.004
+        sim.advance(9000 - 1300)
+        assert sim.market.outage("okx") is not None and sim.market.outage("bybit") is None
+        assert sim.market.liquidations["binance"] or sim._liq_log["binance"]
