@@ -109,7 +109,7 @@ def auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     secrets = tmp_path / "secrets"
     natsauth.make_secrets(secrets)
     for user in natsauth.users():
-        monkeypatch.setenv(natsauth.password_env(user), (secrets / user).read_text().strip())
+        monkeypatch.setenv(natsauth.password_env(user), natsauth.password_path(secrets, user).read_text().strip())
     store = tmp_path / "nats"
     store.mkdir()
     shutil.copy(REPO / "deploy/nats/auth.conf", store / "auth.conf")
@@ -140,7 +140,7 @@ class Client:
         self.nc = await nats.connect(
             url,
             user=user,
-            password=(secrets / user).read_text().strip(),
+            password=natsauth.password_path(secrets, user).read_text().strip(),
             error_cb=on_error,
             allow_reconnect=False,
         )
@@ -241,7 +241,7 @@ async def test_foreign_subscribe_kv_and_stream_delete_are_refused(auth_server) -
         server.url,
         "risk",
         user="risk-killswitch",
-        password_file=str(secrets / "risk-killswitch"),
+        password_file=str(natsauth.password_path(secrets, "risk-killswitch")),
     )
     try:
         await risk.ensure_streams()
@@ -285,7 +285,7 @@ async def test_risk_service_runs_under_its_user(auth_server, tmp_path: Path) -> 
     settings = Settings(
         nats_url=server.url,
         nats_user="risk-killswitch",
-        nats_password_file=str(secrets / "risk-killswitch"),
+        nats_password_file=str(natsauth.password_path(secrets, "risk-killswitch")),
         health_port=free_port(),
         state_dir=str(tmp_path / "state"),
         state_publish_s=0.2,

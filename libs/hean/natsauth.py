@@ -12,12 +12,14 @@ environment variable ``HEAN_NATS_PASSWORD_<SERVICE>`` (a Docker or Kubernetes se
 service reads its own from the file named by ``HEAN_NATS_PASSWORD_FILE``.
 
 ``python -m hean.natsauth write`` regenerates the files, ``check`` compares them, ``secrets DIR``
-creates a random password file per user where none exists yet.
+creates a random password file per user where none exists yet (``DIR/<user>/password``) and
+``k8s-secret DIR`` prints them as the Kubernetes Secret ``hean-nats-auth``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import secrets
 import string
 import sys
@@ -334,18 +336,42 @@ def new_password(length: int = 40) -> str:
     )
 
 
+def password_path(directory: Path, user: str) -> Path:
+    """``DIR/<user>/password``: one directory per user so each container mounts only its own."""
+    return directory / user / "password"
+
+
 def make_secrets(directory: Path) -> list[Path]:
     """A random password file per user (mode 0600) unless one exists: safe to run again."""
-    directory.mkdir(parents=True, exist_ok=True)
     made = []
     for user in users():
-        path = directory / user
+        path = password_path(directory, user)
         if path.exists() and path.read_text().strip():
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(new_password() + "\n")
         path.chmod(0o600)
         made.append(path)
     return made
+
+
+def k8s_secret(directory: Path, name: str = "hean-nats-auth", namespace: str = "hean") -> str:
+    """A Secret manifest (one key per user) from the password files, for ``kubectl apply``."""
+    data = {
+        user: base64.b64encode(password_path(directory, user).read_text().strip().encode()).decode()
+        for user in users()
+    }
+    lines = [
+        "apiVersion: v1",
+        "kind: Secret",
+        "type: Opaque",
+        "metadata:",
+        f"  name: {name}",
+        f"  namespace: {namespace}",
+        "data:",
+        *(f"  {user}: {value}" for user, value in data.items()),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("print", help="print the auth block")
     s = sub.add_parser("secrets", help="create missing password files in DIR")
     s.add_argument("dir", type=Path)
+    k = sub.add_parser("k8s-secret", help="print the Kubernetes Secret of the passwords in DIR")
+    k.add_argument("dir", type=Path)
+    k.add_argument("--namespace", default="hean")
     args = p.parse_args(argv)
     if args.cmd == "write":
         for path in write():
@@ -367,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     elif args.cmd == "print":
         sys.stdout.write(render())
+    elif args.cmd == "k8s-secret":
+        sys.stdout.write(k8s_secret(args.dir, namespace=args.namespace))
     else:
         for path in make_secrets(args.dir):
             print(f"created {path}")
