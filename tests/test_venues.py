@@ -103,6 +103,12 @@ async def test_prices_open_interest_and_book_in_base_units(venue: str) -> None:
             assert prices["BTCUSDT"].mark == pytest.approx(sim.market.mark(s), rel=1e-6)
             oi = await c.fetch_open_interest("BTCUSDT")
             assert oi.oi_usd == pytest.approx(sim.market.oi_usd(s), rel=0.01)
+            sim.advance(5 * 3600)
+            hist = await c.fetch_open_interest_history("BTCUSDT", since_ms=START)
+            # hourly points (Bybit appends its live value after them)
+            assert [h.ts_ms for h in hist][:5] == [START + i * H for i in range(1, 6)]
+            recorded = [usd for _, usd, _ in s.oi_history]
+            assert [h.oi_usd for h in hist][:5] == pytest.approx(recorded, rel=0.02)
             book = await c.fetch_book_top("BTCUSDT", 5)
             bids, asks = sim.market.book(s, depth=5)
             assert len(book.bids) == len(book.asks) == 5

@@ -214,6 +214,31 @@ async def open_interest(sim: SimServer, request: web.Request) -> web.Response:
     )
 
 
+async def open_interest_hist(sim: SimServer, request: web.Request) -> web.Response:
+    one = _one(sim, request)
+    if one is None:
+        return error("bad_param")
+    if isinstance(one, web.Response):
+        return one
+    if request.query.get("period") not in ("1h", None):
+        return error("bad_param", "Invalid period: the simulator keeps 1h open interest.")
+    start = query_int(request, "startTime")
+    end = query_int(request, "endTime")
+    limit = min(query_int(request, "limit", 30) or 30, 500)
+    rows = [
+        {
+            "symbol": one.symbol,
+            "sumOpenInterest": num(usd / mark),
+            "sumOpenInterestValue": num(usd),
+            "CMCCirculatingSupply": "",
+            "timestamp": t,
+        }
+        for t, usd, mark in one.oi_history
+        if (start is None or t >= start) and (end is None or t <= end)
+    ]
+    return json_response(rows[:limit] if start is not None else rows[-limit:])
+
+
 def _ticker(sim: SimServer, s: Series) -> dict:
     mark = sim.market.mark(s)
     return {
@@ -519,6 +544,7 @@ PUBLIC = {
     ("GET", "/fapi/v1/openInterest"): open_interest,
     ("GET", "/fapi/v1/ticker/24hr"): ticker_24hr,
     ("GET", "/fapi/v1/depth"): depth,
+    ("GET", "/futures/data/openInterestHist"): open_interest_hist,
 }
 PRIVATE = {
     ("POST", "/fapi/v1/order"): new_order,

@@ -198,9 +198,19 @@ async def open_interest(sim: SimServer, request: web.Request) -> web.Response:
     s = _series(sim, request)
     if isinstance(s, web.Response):
         return s
-    qty = sim.market.oi_usd(s) / sim.market.mark(s)
-    row = {"openInterest": short(round(qty, 3)), "timestamp": str(sim.market.now_ms)}
-    return _ok(sim, {"symbol": s.symbol, "category": "linear", "list": [row], "nextPageCursor": ""})
+    start = query_int(request, "startTime")
+    end = query_int(request, "endTime")
+    limit = min(query_int(request, "limit", 50) or 50, 200)
+    now = sim.market.now_ms
+    points = [*s.oi_history, (now, sim.market.oi_usd(s), sim.market.mark(s))]
+    rows = [
+        {"openInterest": short(round(usd / mark, 3)), "timestamp": str(t)}
+        for t, usd, mark in reversed(points)  # newest first, as Bybit answers
+        if (start is None or t >= start) and (end is None or t <= end)
+    ]
+    return _ok(
+        sim, {"symbol": s.symbol, "category": "linear", "list": rows[:limit], "nextPageCursor": ""}
+    )
 
 
 async def orderbook(sim: SimServer, request: web.Request) -> web.Response:

@@ -46,6 +46,8 @@ class Series:
     oi_scale: float = 1.0
     settled: list[tuple[int, float, float]] = field(default_factory=list)
     """(funding time ms, rate, mark price) of every settlement so far."""
+    oi_history: list[tuple[int, float, float]] = field(default_factory=list)
+    """(hour ms, open interest USD, mark) recorded on every hour boundary."""
     replay: list[tuple[int, float]] | None = None
     replay_pos: int = 0
 
@@ -172,9 +174,13 @@ class Market:
                 shock = self.rng.standard_normal()
                 self.price[base] *= math.exp(spec.daily_vol * math.sqrt(dt_days) * shock)
             self.price[base] *= self._cascade_move(base, dt_days)
+        hour_crossed = (t_ms // H_MS) > ((t_ms - int(dt_days * 86_400_000)) // H_MS)
         for s in self.series.values():
             self._move_rate(s, dt_days)
             self._move_oi(s, dt_days)
+            if hour_crossed and s.listed_ms <= t_ms:
+                s.oi_history.append(((t_ms // H_MS) * H_MS, self.oi_usd(s), self.mark(s)))
+                del s.oi_history[:-2000]
         self._emit_liquidations()
         self._settle_due()
 

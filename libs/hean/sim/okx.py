@@ -245,6 +245,29 @@ async def open_interest(sim: SimServer, request: web.Request) -> web.Response:
     return _ok(rows)
 
 
+async def open_interest_history(sim: SimServer, request: web.Request) -> web.Response:
+    s = _by_inst(sim, request.query.get("instId", ""))
+    if s is None:
+        return error("unknown_symbol")
+    if request.query.get("period", "1H") != "1H":
+        return error("bad_param", "Parameter period error: the simulator keeps 1H")
+    begin = query_int(request, "begin")
+    end = query_int(request, "end")
+    limit = min(query_int(request, "limit", 100) or 100, 100)
+    ct = _ct(sim, s)
+    rows = [
+        [
+            str(t),
+            short(round(usd / mark / ct, 2)),
+            short(round(usd / mark, 4)),
+            short(round(usd, 2)),
+        ]
+        for t, usd, mark in reversed(s.oi_history)
+        if (begin is None or t >= begin) and (end is None or t <= end)
+    ]
+    return _ok(rows[:limit])
+
+
 def _ticker(sim: SimServer, s: Series) -> dict:
     mark = sim.market.mark(s)
     bids, asks = sim.market.book(s, depth=1)
@@ -588,6 +611,7 @@ PUBLIC = {
     ("GET", "/api/v5/public/funding-rate-history"): funding_history,
     ("GET", "/api/v5/public/open-interest"): open_interest,
     ("GET", "/api/v5/public/mark-price"): mark_price,
+    ("GET", "/api/v5/rubik/stat/contracts/open-interest-history"): open_interest_history,
     ("GET", "/api/v5/market/tickers"): tickers,
     ("GET", "/api/v5/market/ticker"): ticker,
     ("GET", "/api/v5/market/books"): books,

@@ -448,6 +448,47 @@ class CcxtVenueClient:
             ts_ms=ts, venue=self.venue, symbol=symbol, oi_usd=value, oi_contracts=amount
         )
 
+    async def fetch_open_interest_history(
+        self, symbol: str, since_ms: int | None = None, limit: int | None = None
+    ) -> list[OpenInterest]:
+        """Hourly open interest where the venue keeps it. Bybit states only base units; those
+        points are valued at the current mark (the venue gives no historical value)."""
+        await self._ensure_markets()
+        m = self._market(symbol, "fetch_open_interest_history")
+        raw = await self._call(
+            "fetch_open_interest_history",
+            self.ex.fetch_open_interest_history,
+            m.venue_symbol,
+            "1h",
+            since_ms,
+            limit,
+        )
+        chk = Checker(self.venue, "fetch_open_interest_history")
+        out = []
+        for item in raw:
+            try:
+                amount = chk.optional(item.get("openInterestAmount"), "openInterestAmount")
+                value = chk.optional(item.get("openInterestValue"), "openInterestValue")
+                if value is None:
+                    if amount is None:
+                        raise chk.fail("openInterest", "neither amount nor value given")
+                    value = amount * _oi_unit(self.venue, m) * await self._mark(m)
+                if value < 0:
+                    raise chk.fail("openInterestValue", f"negative: {value}")
+                out.append(
+                    OpenInterest(
+                        ts_ms=chk.timestamp(item.get("timestamp"), "timestamp"),
+                        venue=self.venue,
+                        symbol=symbol,
+                        oi_usd=value,
+                        oi_contracts=amount,
+                    )
+                )
+            except VenueDataError as exc:
+                self._bad(exc)
+        out.sort(key=lambda e: e.ts_ms)
+        return out
+
     async def fetch_book_top(self, symbol: str, depth: int = 5) -> BookTop:
         await self._ensure_markets()
         m = self._market(symbol, "fetch_book_top")
