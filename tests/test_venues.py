@@ -213,6 +213,43 @@ async def test_outage_backoff_unhealthy_and_recovery(venue: str, mode: str) -> N
             await c.close()
 
 
+async def test_request_timeouts_are_bounded_and_retried() -> None:
+    async with SimServer(scenario()) as sim:
+        sim.hang_s = 3.0
+        c = client("binance", sim.url, timeout_s=0.3, retries=1, backoff_s=0.01)
+        try:
+            await c.load_markets()
+            sim.market.inject(
+                ScriptedEvent(at_s=0, kind="outage", venue="binance", mode="timeout", duration_s=60)
+            )
+            with pytest.raises(VenueUnavailable, match="RequestTimeout"):
+                await c.fetch_funding_rates()
+            assert (
+                c.metrics.calls.labels("binance", "fetch_funding_rates", "retried")._value.get()
+                == 1
+            )
+        finally:
+            await c.close()
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_a_dropped_websocket_is_an_error_not_silence(venue: str) -> None:
+    async with SimServer(scenario()) as sim:
+        c = client(venue, sim.url)
+        try:
+            await c.load_markets()
+            stream = c.watch_liquidations(["BTCUSDT"])
+            pending = asyncio.ensure_future(stream.__anext__())
+            await asyncio.sleep(0.5)
+            sim.market.inject(
+                ScriptedEvent(at_s=0, kind="outage", venue=venue, mode="ws_drop", duration_s=60)
+            )
+            with pytest.raises(VenueUnavailable):
+                await asyncio.wait_for(pending, 20)
+        finally:
+            await c.close()
+
+
 async def test_bad_values_are_dropped_counted_and_named() -> None:
     """NaN, negative prices, rates beyond the cap, strings and future times never pass."""
     async with SimServer(scenario()) as sim:

@@ -43,6 +43,8 @@ class SimServer:
         self.host = host
         self.port = port
         self.ws_poll_s = 0.1
+        self.hang_s = 30.0
+        """How long a request hangs in a ``timeout`` outage (longer than a client's timeout)."""
         start = self.scenario.start_ms
         replay = None
         replay_dir = self.scenario.replay_dir or data_dir
@@ -149,7 +151,7 @@ class SimServer:
         if e.mode == "http_5xx":
             return module.error("server")
         if e.mode == "timeout":
-            await asyncio.sleep(30)
+            await asyncio.sleep(self.hang_s)
             return module.error("server")
         if e.mode == "malformed":
             return web.Response(
