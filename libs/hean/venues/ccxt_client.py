@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -237,10 +238,12 @@ class CcxtVenueClient:
         symbol = canonical(str(m.get("base", "")), str(m.get("settle") or m.get("quote") or ""))
         if symbol is None:
             return None
-        raw = m.get("info") or {}
+        raw = _dict(m.get("info"))
         listed = raw.get(LISTING_FIELD.get(self.venue, ""), None) or m.get("created")
-        precision = m.get("precision") or {}
-        limits = (m.get("limits") or {}).get("amount") or {}
+        precision = _dict(m.get("precision"))
+        limits = _dict(_dict(m.get("limits")).get("amount"))
+        if not isinstance(m.get("symbol"), str) or not isinstance(m.get("id"), str):
+            raise chk.fail("symbol", f"market without a symbol or id: {m.get('symbol')!r}")
         contract = chk.positive(m.get("contractSize") or 1, "contractSize")
         interval = intervals.get(m["symbol"])
         if interval is None and self.venue == "bybit" and raw.get("fundingInterval"):
@@ -277,8 +280,8 @@ class CcxtVenueClient:
             raise VenueError(self.venue, endpoint, f"unknown symbol {symbol!r}")
         return m
 
-    def _from_ccxt(self, ccxt_symbol: str | None) -> MarketInfo | None:
-        return self.by_ccxt.get(ccxt_symbol or "")
+    def _from_ccxt(self, ccxt_symbol: object) -> MarketInfo | None:
+        return self.by_ccxt.get(ccxt_symbol) if isinstance(ccxt_symbol, str) else None
 
     # ---- funding ----------------------------------------------------------------------------
 
@@ -300,7 +303,7 @@ class CcxtVenueClient:
 
     def _funding(self, m: MarketInfo, item: dict, now: int) -> FundingRate:
         chk = Checker(self.venue, "fetch_funding_rates")
-        raw = item.get("info") or {}
+        raw = _dict(item.get("info"))
         cap = _cap(raw)
         rate = chk.rate(item.get("fundingRate"), "fundingRate", cap)
         next_ms = chk.timestamp_or_none(
@@ -359,7 +362,7 @@ class CcxtVenueClient:
         for item in raw:
             try:
                 t = chk.timestamp(item.get("timestamp"), "fundingTime")
-                cap = _cap(item.get("info") or {})
+                cap = _cap(_dict(item.get("info")))
                 rows.append((t, chk.rate(item.get("fundingRate"), "fundingRate", cap)))
             except VenueDataError as exc:
                 self._bad(exc)
@@ -569,10 +572,10 @@ class CcxtVenueClient:
 
     def _liquidation(self, item: dict) -> Liquidation | None:
         chk = Checker(self.venue, "watch_liquidations")
-        m = self._from_ccxt(item.get("symbol"))
-        if m is None:
-            return None
         try:
+            m = self._from_ccxt(item.get("symbol"))
+            if m is None:
+                raise chk.fail("symbol", f"unknown symbol {item.get('symbol')!r}")
             price = chk.positive(item.get("price"), "price")
             base_qty = item.get("baseValue")
             if base_qty is None:
@@ -581,6 +584,8 @@ class CcxtVenueClient:
             side = _liquidation_side(self.venue, item)
             if side is None:
                 raise chk.fail("side", "side of the liquidated order not given")
+            if not math.isfinite(qty * price):
+                raise chk.fail("baseValue", f"notional {qty} x {price} overflows")
             return Liquidation(
                 ts_ms=chk.timestamp(item.get("timestamp"), "timestamp"),
                 venue=self.venue,
@@ -779,7 +784,7 @@ class CcxtVenueClient:
             if mk is None:
                 continue
             try:
-                info = item.get("info") or {}
+                info = _dict(item.get("info"))
                 rate = (
                     chk.optional(info.get("feeRate"), "feeRate") if self.venue == "bybit" else None
                 )
@@ -818,6 +823,11 @@ def _strict(cls: type) -> type:
     return type(cls.__name__, (cls,), {"parse_json": parse_json})
 
 
+def _dict(value: Any) -> dict:
+    """A nested part of an answer, or an empty one when the venue sent something else."""
+    return value if isinstance(value, dict) else {}
+
+
 def _interval_hours(value: Any) -> float | None:
     """ccxt writes intervals as ``'8h'``, ``'1h'``, ``'30m'``."""
     if not value or not isinstance(value, str):
@@ -835,8 +845,9 @@ def _interval_hours(value: Any) -> float | None:
 def _funding_amount(venue: str, chk: Checker, item: dict) -> float:
     """Signed USD, positive received. Bybit books funding as a fee: positive ``execFee`` is paid,
     and ccxt passes it through unchanged."""
-    if venue == "bybit" and (item.get("info") or {}).get("execFee") not in (None, ""):
-        return -chk.number(item["info"]["execFee"], "execFee")
+    fee = _dict(item.get("info")).get("execFee")
+    if venue == "bybit" and fee not in (None, ""):
+        return -chk.number(fee, "execFee")
     return chk.number(item.get("amount"), "amount")
 
 
@@ -860,7 +871,11 @@ def _cap(raw: dict) -> float | None:
 
 def _lot(chk: Checker, value: Any, contract: float) -> float | None:
     x = chk.positive_or_none(value, "lot")
-    return None if x is None else x * contract
+    if x is None:
+        return None
+    if not x * contract > 0:
+        raise chk.fail("lot", f"{x} contracts of {contract} is no size")
+    return x * contract
 
 
 def _oi_unit(venue: str, m: MarketInfo) -> float:
@@ -876,7 +891,7 @@ def _book_limit(venue: str, depth: int) -> int:
 
 def _liquidation_side(venue: str, item: dict) -> Literal["buy", "sell"] | None:
     """The liquidated order's side: ``sell`` closes a long."""
-    raw = item.get("info") or {}
+    raw = _dict(item.get("info"))
     if venue == "binance":
         inner = raw.get("o") if isinstance(raw.get("o"), dict) else raw  # ccxt hands ``o``
         s = str(inner.get("S", "")).lower()
@@ -884,8 +899,9 @@ def _liquidation_side(venue: str, item: dict) -> Literal["buy", "sell"] | None:
         position = str(raw.get("S", "")).lower()  # Bybit names the liquidated position
         s = "sell" if position == "buy" else "buy" if position == "sell" else ""
     elif venue == "okx":
-        details = raw.get("details") or [raw]
-        s = str((details[0] if details else {}).get("side", "")).lower()
+        details = raw.get("details") if isinstance(raw.get("details"), list) else [raw]
+        first = details[0] if details and isinstance(details[0], dict) else {}
+        s = str(first.get("side", "")).lower()
     else:
         s = str(item.get("side") or "").lower()
     return s if s in ("buy", "sell") else None  # type: ignore[return-value]
