@@ -109,7 +109,9 @@ def auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     secrets = tmp_path / "secrets"
     natsauth.make_secrets(secrets)
     for user in natsauth.users():
-        monkeypatch.setenv(natsauth.password_env(user), natsauth.password_path(secrets, user).read_text().strip())
+        monkeypatch.setenv(
+            natsauth.password_env(user), natsauth.password_path(secrets, user).read_text().strip()
+        )
     store = tmp_path / "nats"
     store.mkdir()
     shutil.copy(REPO / "deploy/nats/auth.conf", store / "auth.conf")
@@ -247,6 +249,15 @@ async def test_foreign_subscribe_kv_and_stream_delete_are_refused(auth_server) -
         await risk.ensure_streams()
         await risk.kv_put(sj.KV_RISK, "state", b"ACTIVE")
         assert await risk.kv_get(sj.KV_RISK, "state") == b"ACTIVE"
+        # the router reads the latched kill-switch record (writing it is refused, see above)
+        router = await NatsBus.connect(
+            server.url,
+            "router",
+            user="order-router",
+            password_file=str(natsauth.password_path(secrets, "order-router")),
+        )
+        assert await router.kv_get(sj.KV_RISK, "state") == b"ACTIVE"
+        await router.close()
 
         await collector.nc.subscribe(sj.ORDER_APPROVED.pattern())
         await collector.nc.flush()

@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from hean import natsauth
 from hean.config import ConfigError, ServiceSettings, check_port_free, free_port
 from hean.natsserver import NatsServer, NatsServerError
 from hean.proc import die_with_parent
@@ -39,6 +40,8 @@ class UpSettings(ServiceSettings, kw_only=True):
     up_services: list[str] = msgspec.field(default_factory=list)
     up_ready_timeout_s: float = 90.0
     restart_backoff_max_s: float = 30.0
+    up_nats_auth: bool = False
+    """One NATS user per service with its subject permissions (deploy/nats/auth.conf)."""
 
 
 @dataclass
@@ -92,13 +95,34 @@ class Supervisor:
                     f"(tap with: nats -s nats://127.0.0.1:{new} sub 'hean.>')"
                 )
                 port = new
+        extra = self._auth_config(self.state_dir / "nats") if self.settings.up_nats_auth else ""
         self.nats = NatsServer(
             store_dir=self.state_dir / "nats",
             port=port or 0,
             log_file=self.state_dir / "logs" / "nats-server.log",
+            extra_config=extra,
         ).start()
         self.say(f"nats-server with JetStream on {self.nats.url} (store {self.nats.store_dir})")
         return self.nats.url
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.state_dir / "nats-auth"
+
+    def _auth_config(self, store_dir: Path) -> str:
+        """Passwords in the state dir, the auth block with them next to the server config."""
+        natsauth.make_secrets(self.auth_dir)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        conf = store_dir / "auth.conf"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        conf.write_text(natsauth.render(natsauth.read_passwords(self.auth_dir)))
+        op = natsauth.password_path(self.auth_dir, natsauth.OPERATOR)
+        self.say(
+            f"NATS users per service; for the CLI: export HEAN_NATS_USER={natsauth.OPERATOR} "
+            f"HEAN_NATS_PASSWORD_FILE={op}"
+        )
+        return 'include "auth.conf"\n'
 
     def _plan(self) -> None:
         base = self.settings.port_base
@@ -132,6 +156,11 @@ class Supervisor:
             port = svc.port(base)
             check_port_free("127.0.0.1", port, f"HEAN_PORT_BASE={base}: port {port}")
             child_env = dict(env, HEAN_HEALTH_PORT=str(port))
+            if self.settings.up_nats_auth and not self.external_nats:
+                child_env["HEAN_NATS_USER"] = svc.name
+                child_env["HEAN_NATS_PASSWORD_FILE"] = str(
+                    natsauth.password_path(self.auth_dir, svc.name)
+                )
             self.children.append(
                 Child(
                     svc.name,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -269,6 +270,10 @@ class NatsBus(Bus):
         kwargs: dict[str, object] = {}
         if user_credentials:
             kwargs["user_credentials"] = user_credentials
+        if user is None and password_file is None:
+            # the command-line tools connect without settings: same variables as the services
+            user = os.environ.get("HEAN_NATS_USER") or None
+            password_file = os.environ.get("HEAN_NATS_PASSWORD_FILE") or None
         if user:
             kwargs["user"] = user
             kwargs["password"] = _read_secret(password_file, "HEAN_NATS_PASSWORD_FILE")
