@@ -25,7 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from hean import healthcheck, natsauth
-from hean.bus.nats import NatsBus
+from hean.bus.nats import NatsBus, NatsConnectError
 from hean.config import free_port
 from hean.natsserver import nats_server_binary
 from hean.registry import DEFAULT_PORT_BASE, SERVICES, SIM_PORT_OFFSET, spec
@@ -199,47 +199,99 @@ def test_compose_overrides_tls_and_live(compose) -> None:
     assert (REPO / "deploy/secrets/.gitignore").read_text().splitlines()[1] == "*"
 
 
-async def test_compose_nats_config_and_entrypoint_run(tmp_path: Path) -> None:
-    """deploy/nats/nats.conf + entrypoint.sh in a real nats-server (ports and paths moved)."""
+def _start_compose_nats(tmp_path: Path, tls_dir: Path | None = None):
+    """deploy/nats/*.conf through entrypoint.sh in a real nats-server (ports and paths moved)."""
     conf_dir = tmp_path / "etc"
     conf_dir.mkdir()
     port, http = free_port(), free_port()
     text = (REPO / "deploy/nats/nats.conf").read_text()
-    text = text.replace("0.0.0.0:4222", f"127.0.0.1:{port}").replace(
-        "0.0.0.0:8222", f"127.0.0.1:{http}"
-    )
+    text = text.replace("0.0.0.0:4222", f"127.0.0.1:{port}")
+    text = text.replace("0.0.0.0:8222", f"127.0.0.1:{http}")
     text = text.replace("/data/jetstream", str(tmp_path / "js"))
     (conf_dir / "nats.conf").write_text(text)
+    main = conf_dir / "nats.conf"
+    if tls_dir is not None:
+        tls = (REPO / "deploy/nats/nats-tls.conf").read_text()
+        (conf_dir / "nats-tls.conf").write_text(tls.replace("/etc/nats/tls", str(tls_dir)))
+        main = conf_dir / "nats-tls.conf"
     shutil.copy(REPO / "deploy/nats/auth.conf", conf_dir / "auth.conf")
     secrets = tmp_path / "secrets"
     natsauth.make_secrets(secrets)
     bin_dir = str(Path(nats_server_binary()).parent)
     proc = subprocess.Popen(
-        ["sh", str(REPO / "deploy/nats/entrypoint.sh"), "-c", str(conf_dir / "nats.conf")],
+        ["sh", str(REPO / "deploy/nats/entrypoint.sh"), "-c", str(main)],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HEAN_NATS_PASSWORD_DIR": str(secrets)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return proc, port, secrets
+
+
+async def _connect_when_up(proc, url: str, password_file: Path, **kw) -> NatsBus:
+    for _ in range(100):
+        try:
+            return await NatsBus.connect(
+                url,
+                "t",
+                connect_timeout_s=2,
+                user="order-router",
+                password_file=str(password_file),
+                **kw,
+            )
+        except Exception:
+            assert proc.poll() is None, "nats-server exited"
+            await asyncio.sleep(0.1)
+    raise AssertionError("nats-server never accepted the order-router user")
+
+
+async def test_compose_nats_config_and_entrypoint_run(tmp_path: Path) -> None:
+    proc, port, secrets = _start_compose_nats(tmp_path)
     try:
-        bus = None
-        for _ in range(100):
-            try:
-                bus = await NatsBus.connect(
-                    f"nats://127.0.0.1:{port}",
-                    "t",
-                    connect_timeout_s=2,
-                    user="order-router",
-                    password_file=str(natsauth.password_path(secrets, "order-router")),
-                )
-                break
-            except Exception:
-                assert proc.poll() is None, "nats-server exited"
-                await asyncio.sleep(0.1)
-        assert bus is not None
+        pw = natsauth.password_path(secrets, "order-router")
+        bus = await _connect_when_up(proc, f"nats://127.0.0.1:{port}", pw)
         await bus.ensure_streams()
         info = await bus.js.stream_info("HEAN_TRADING")
         assert info.config.name == "HEAN_TRADING"
         await bus.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _certificates(d: Path) -> None:
+    """A throwaway CA and a server certificate for ``nats`` and 127.0.0.1."""
+    d.mkdir()
+    (d / "san.ext").write_text("subjectAltName=DNS:nats,IP:127.0.0.1\n")
+    for cmd in (
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=hean-ca",
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=nats",
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt "
+        "-days 1 -extfile san.ext",
+    ):
+        subprocess.run(["openssl", *cmd.split()], cwd=d, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+async def test_compose_nats_tls_config_with_ca_file(tmp_path: Path) -> None:
+    tls_dir = tmp_path / "tls"
+    _certificates(tls_dir)
+    proc, port, secrets = _start_compose_nats(tmp_path, tls_dir)
+    try:
+        pw = natsauth.password_path(secrets, "order-router")
+        bus = await _connect_when_up(
+            proc, f"tls://127.0.0.1:{port}", pw, tls_ca_file=str(tls_dir / "ca.crt")
+        )
+        await bus.ensure_streams()
+        await bus.close()
+        # a client that does not trust the CA is refused
+        with pytest.raises(NatsConnectError):
+            await NatsBus.connect(
+                f"tls://127.0.0.1:{port}",
+                "t",
+                connect_timeout_s=2,
+                user="order-router",
+                password_file=str(pw),
+            )
     finally:
         proc.terminate()
         proc.wait(10)
