@@ -478,3 +478,19 @@ def test_k8s_secret_from_password_files(tmp_path: Path) -> None:
     doc = yaml.safe_load(natsauth.k8s_secret(tmp_path))
     assert doc["kind"] == "Secret" and doc["metadata"]["name"] == "hean-nats-auth"
     assert set(doc["data"]) == set(natsauth.users())
+
+
+def test_k8s_nats_conf_is_accepted_by_nats_server(tmp_path: Path) -> None:
+    """``nats-server -t``: the cluster config with the auth include, as the pods get it."""
+    for f in ("nats.conf", "auth.conf"):
+        text = (REPO / "deploy/k8s/base/nats" / f).read_text()
+        text = text.replace("/data/jetstream", str(tmp_path / "js"))
+        (tmp_path / f).write_text(text.replace("/var/run/nats", str(tmp_path)))
+    env = {natsauth.password_env(u): "p4ssword" for u in natsauth.users()}
+    out = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(tmp_path / "nats.conf")],
+        env={**env, "POD_NAME": "nats-0", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
