@@ -160,6 +160,9 @@ class Market:
         dt_days = (t_ms - self.now_ms) / 86_400_000
         self.now_ms = t_ms
         self._fire_events()
+        for _, end, e in self.active:
+            if end <= t_ms and e.kind in ("funding_spike", "divergence"):
+                self._release(e)
         self.active = [a for a in self.active if a[1] > t_ms or a[2].kind == "listing"]
         if partial:
             # sub-step moves are deterministic too: no randomness, only scripts and settlements
@@ -248,6 +251,12 @@ class Market:
             "divergence", s.venue, s.base
         )
         return forced[-1].rate if forced else None
+
+    def _release(self, e: ScriptedEvent) -> None:
+        """A forced rate ends: the venue's rate goes back to its long-run level."""
+        for s in self.series.values():
+            if e.venue in ("", s.venue) and (not e.symbol or base_of(e.symbol) == s.base):
+                s.rate = self._mean(s)
 
     def _force_rates(self) -> None:
         for s in self.series.values():
