@@ -183,9 +183,9 @@ class _PullSub(Subscription):
     async def run(self) -> None:
         """Wait for one message, then drain what is already there in batches.
 
-        A single lingering fetch for a whole batch would hold the first message until the
-        batch fills or the request expires; waiting for one keeps latency low when idle and
-        the batches keep throughput high under load.
+        A lingering fetch for a batch holds the messages it receives until the batch fills or
+        the request expires, so batches ask only for what the stream says is already waiting
+        (``num_pending``): they come back at once, and an idle consumer waits for one message.
         """
         psub = None
         while not self.stopping:
@@ -197,9 +197,10 @@ class _PullSub(Subscription):
                 self.failures = 0
                 while msgs:
                     await self._process(msgs)
-                    if self.stopping:
+                    waiting = _num_pending(msgs[-1])
+                    if self.stopping or waiting <= 0:
                         break
-                    msgs = await self._fetch(psub, self.batch, 0.05)
+                    msgs = await self._fetch(psub, min(self.batch, waiting), 0.05)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -215,6 +216,14 @@ class _PullSub(Subscription):
         if psub is not None:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
+
+
+def _num_pending(msg: object) -> int:
+    """Messages still waiting for this consumer after ``msg``, as the server counted them."""
+    try:
+        return int(msg.metadata.num_pending or 0)  # type: ignore[attr-defined]
+    except Exception:
+        return 0
 
 
 class NatsBus(Bus):
