@@ -1,15 +1,281 @@
-"""Process entry for order-router: binds OrderRouterLogic to NATS."""
+"""Process entry for order-router: paper by default, live only by explicit opt-in.
+
+Approved intents arrive on a durable consumer and are acknowledged only after they are
+executed, so a crash redelivers them; the router's book (orders, intents, ledger) in
+JetStream KV makes a redelivered intent a no-op and settles an interrupted one by lookup. At
+start, and after every NATS reconnect, unsettled orders are looked up and interrupted
+intents settled before any new intent is taken; if the kill switch is latched HALTED, open
+orders are cancelled first. Live trading needs ``HEAN_LIVE=true`` and, for real venues
+(``HEAN_VENUE_MODE=live``), API keys for every venue; the router says so loudly at start.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from msgspec import Meta
+
+from hean.bus.base import Message
 from hean.config import ServiceSettings
-from hean.runtime.runner import ServiceApp
-from hean_services.order_router.logic import OrderRouterLogic
+from hean.execution.credentials import load_credentials
+from hean.execution.executor import ExecConfig, ExecMetrics, Executor
+from hean.execution.gate import RiskGate
+from hean.execution.paper import PaperConfig, PaperVenue
+from hean.execution.store import BookStore
+from hean.risk.latch import LatchError, load_record
+from hean.runtime.runner import ServiceApp, ServiceContext
+from hean.venues.base import VenueClient, VenueError
+from hean_proto import codec
+from hean_proto.events import Alert, ControlCommand, OrderIntent
+from hean_proto.subjects import CONTROL, ORDER_APPROVED
+from hean_services.order_router.logic import NAME, OrderRouterLogic
+
+log = logging.getLogger("hean.router")
+
+Positive = Annotated[float, Meta(gt=0)]
+NonNeg = Annotated[float, Meta(ge=0)]
+ClientFactory = Callable[[str, ServiceSettings], Any]
 
 
 class Settings(ServiceSettings, kw_only=True):
-    pass
+    live: bool = False
+    """The explicit opt-in to send real orders through the venue layer."""
+    risk_max_age_s: Positive = 5.0
+    order_timeout_s: Positive = 10.0
+    leg_fill_timeout_s: Positive = 5.0
+    lookup_attempts: Annotated[int, Meta(ge=1, le=50)] = 5
+    lookup_delay_s: NonNeg = 0.2
+    max_intent_age_s: Positive = 30.0
+    reconcile_s: Positive = 30.0
+    stop_grace_s: NonNeg = 10.0
+    taker_fee_bps: NonNeg = 5.5
+    taker_fee_bps_by_venue: dict[str, float] = {}
+    slippage_bps: NonNeg = 1.0
+    max_slippage_bps: Positive = 50.0
+    max_book_age_s: Positive = 10.0
 
 
-def build(settings: Settings) -> ServiceApp:
-    return ServiceApp(logic=OrderRouterLogic())
+def _default_factory(venue: str, settings: ServiceSettings) -> Any:
+    from hean.venues import build_client
+
+    return build_client(venue, settings)
+
+
+def _announce_live(settings: Settings) -> None:
+    banner = (
+        "\n" + "!" * 72 + "\n"
+        f"!!  LIVE TRADING: order-router sends REAL orders to {', '.join(settings.venues)}"
+        f" ({settings.venue_mode})\n" + "!" * 72 + "\n"
+    )
+    print(banner, file=sys.stderr, flush=True)
+    log.warning("LIVE TRADING enabled on %s (%s)", ",".join(settings.venues), settings.venue_mode)
+
+
+def build(settings: Settings, client_factory: ClientFactory | None = None) -> ServiceApp:
+    gate = RiskGate(max_age_ms=int(settings.risk_max_age_s * 1000))
+    logic = OrderRouterLogic(gate)
+    logic.live = settings.live
+    if settings.live:
+        if settings.venue_mode == "live":
+            for venue in settings.venues:
+                load_credentials(venue)  # ConfigError names what is missing, never a value
+        _announce_live(settings)
+    else:
+        log.info("paper trading (set HEAN_LIVE=true to trade for real)")
+    exec_config = ExecConfig(
+        order_timeout_s=settings.order_timeout_s,
+        lookup_attempts=settings.lookup_attempts,
+        lookup_delay_s=settings.lookup_delay_s,
+        leg_fill_timeout_s=settings.leg_fill_timeout_s,
+        max_intent_age_ms=int(settings.max_intent_age_s * 1000),
+        paper=not settings.live,
+    )
+    changed = asyncio.Event()
+    logic.on_change = changed.set
+    state: dict[str, Any] = {"executor": None, "running": None, "subs": []}
+
+    def venues_for(ctx: ServiceContext) -> dict[str, VenueClient]:
+        if not settings.live:
+            for venue in settings.venues:
+                fee = settings.taker_fee_bps_by_venue.get(venue, settings.taker_fee_bps)
+                logic.paper[venue] = PaperVenue(
+                    venue,
+                    ctx.runtime.clock,
+                    PaperConfig(
+                        taker_fee_bps=fee,
+                        slippage_bps=settings.slippage_bps,
+                        max_slippage_bps=settings.max_slippage_bps,
+                        max_book_age_ms=int(settings.max_book_age_s * 1000),
+                    ),
+                )
+            return dict(logic.paper)  # type: ignore[arg-type]
+        factory = client_factory or _default_factory
+        return {venue: factory(venue, settings) for venue in settings.venues}
+
+    async def reconcile(ctx: ServiceContext, executor: Executor) -> None:
+        await executor.reconcile()
+        if gate.halted:
+            n = await executor.cancel_all()
+            log.warning("kill switch HALTED at start: cancelled %d open orders", n)
+        if settings.live:
+            await _check_positions(ctx, executor)
+        now = ctx.runtime.clock.now_ms()
+        await ctx.runtime.emit([p.event(now) for p in executor.book.ledger.positions.values()])
+
+    async def start(ctx: ServiceContext) -> None:
+        store = BookStore(ctx.bus)
+        book = await store.load()
+        logic.book = book
+        try:
+            record = await load_record(ctx.bus)
+        except LatchError as exc:
+            log.error("%s; treating the kill switch as HALTED", exc)
+            gate.latch(ctx.runtime.clock.now_ms())
+        else:
+            if record is not None and record.state == "HALTED":
+                gate.latch(record.since_ms)
+        venues = venues_for(ctx)
+        for venue, paper in logic.paper.items():  # paper venues hold what the ledger holds
+            for pos in book.ledger.positions.values():
+                if pos.venue == venue and pos.qty:
+                    paper.positions[pos.symbol] = pos.qty
+        executor = Executor(
+            venues,
+            store,
+            book,
+            gate,
+            ctx.runtime.clock,
+            ctx.runtime.emit,
+            exec_config,
+            ExecMetrics(ctx.metrics.registry),
+        )
+        state["executor"] = executor
+        await reconcile(ctx, executor)
+        logic.reconciled = True
+
+        async def on_intent(message: Message) -> None:
+            try:
+                intent = codec.decode_as(message.data, OrderIntent, settings.max_event_bytes)
+            except codec.DecodeError as exc:
+                await ctx.runtime.dead_letter(message, str(exc), "invalid_intent")
+                return
+            task = asyncio.create_task(executor.execute(intent))
+            state["running"] = task
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if task.cancelled() and current is not None and not current.cancelling():
+                    # stopped mid-execution: let the intent be redelivered, settled by lookup
+                    raise RuntimeError(f"intent {intent.id} interrupted by shutdown") from None
+                raise
+            finally:
+                state["running"] = None
+
+        async def on_control(message: Message) -> None:
+            try:
+                cmd = codec.decode_as(message.data, ControlCommand, settings.max_event_bytes)
+            except codec.DecodeError as exc:
+                await ctx.runtime.dead_letter(message, str(exc), "invalid_command")
+                return
+            await _control(ctx, executor, cmd)
+
+        state["subs"] = [
+            await ctx.bus.subscribe(CONTROL.pattern(NAME), on_control),
+            await ctx.bus.subscribe(CONTROL.pattern("all"), on_control),
+            await ctx.bus.subscribe(ORDER_APPROVED.pattern(), on_intent, durable="order_router"),
+        ]
+        previous = ctx.bus.on_state_change
+
+        def on_state_change(up: bool) -> None:
+            if previous is not None:
+                previous(up)
+            if up:
+                state["reconnected"] = True
+                changed.set()
+
+        ctx.bus.on_state_change = on_state_change
+
+    async def _control(ctx: ServiceContext, executor: Executor, cmd: ControlCommand) -> None:
+        log.warning("control %s from %s: %s", cmd.command, cmd.issued_by, cmd.reason)
+        if cmd.command == "cancel_all":
+            if cmd.issued_by == "risk-killswitch":
+                gate.latch(cmd.ts_ms)
+            n = await executor.cancel_all()
+            log.warning("cancelled %d open orders", n)
+        elif cmd.command == "flatten":
+            n = await executor.flatten(str(cmd.ts_ms))
+            log.warning("flatten: %d closing orders sent", n)
+
+    async def housekeeping(ctx: ServiceContext) -> None:
+        """Persist funding changes; settle unknown orders; reconcile after a reconnect."""
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + settings.reconcile_s
+        while not ctx.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 1.0)
+            dirty = changed.is_set()
+            changed.clear()
+            executor: Executor | None = state["executor"]
+            if executor is None or ctx.stopping.is_set():
+                continue
+            try:
+                if state.pop("reconnected", False):
+                    log.info("reconnected to NATS: reconciling orders and positions")
+                    await reconcile(ctx, executor)
+                elif executor.book.unsettled() and loop.time() >= next_reconcile:
+                    await executor.reconcile()
+                    next_reconcile = loop.time() + settings.reconcile_s
+                elif dirty:
+                    await executor.save()
+            except Exception:
+                log.exception("housekeeping failed; retrying")
+
+    async def stop(ctx: ServiceContext) -> None:
+        for sub in state["subs"][:2]:
+            await sub.stop()
+        running: asyncio.Task | None = state["running"]
+        if running is not None and not running.done():
+            done, _ = await asyncio.wait([running], timeout=settings.stop_grace_s)
+            if not done:
+                log.warning("stopping with an intent in flight; it is settled on restart")
+                running.cancel()
+                await asyncio.wait([running])
+        for sub in state["subs"][2:]:
+            await sub.stop()
+
+    return ServiceApp(logic=logic, on_start=[start], tasks=[housekeeping], on_stop=[stop])
+
+
+async def _check_positions(ctx: ServiceContext, executor: Executor) -> None:
+    """Compare the ledger with the venues' positions; a difference needs a human."""
+    for venue, client in executor.venues.items():
+        try:
+            held = {p.symbol: p.qty for p in await client.fetch_positions()}
+        except (VenueError, TimeoutError) as exc:
+            log.error("positions of %s unavailable for reconciliation: %s", venue, exc)
+            continue
+        ours = {
+            p.symbol: p.qty for p in executor.book.ledger.positions.values() if p.venue == venue
+        }
+        for symbol in set(held) | set(ours):
+            a, b = held.get(symbol, 0.0), ours.get(symbol, 0.0)
+            if abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b)):
+                now = ctx.runtime.clock.now_ms()
+                await ctx.runtime.emit(
+                    [
+                        Alert(
+                            ts_ms=now,
+                            key=f"position-drift:{venue}:{symbol}",
+                            kind="risk",
+                            severity="critical",
+                            title=f"position mismatch on {venue} {symbol}",
+                            text=f"venue holds {a:.12g}, ledger holds {b:.12g}",
+                        )
+                    ]
+                )

@@ -1,0 +1,51 @@
+"""The router's half of the kill switch: trade only under a fresh ACTIVE risk state.
+
+The latest ``RiskState`` is timed by when the router received it, not by the sender's clock,
+so a risk service that is silent, partitioned away or wedged turns every new order away after
+``max_age_ms``. Reduce-only orders pass in REDUCING; HALTED passes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hean_proto.events import RiskState
+
+
+@dataclass
+class RiskGate:
+    max_age_ms: int = 5_000
+    state: RiskState | None = None
+    received_ms: int = 0
+    latched_halt: bool = False
+    """HALTED read from the risk KV at start: holds until a later ACTIVE state arrives."""
+    latched_since_ms: int = 0
+
+    def on_state(self, state: RiskState, now_ms: int) -> None:
+        self.state = state
+        self.received_ms = now_ms
+        if state.state != "HALTED" and state.since_ms >= self.latched_since_ms:
+            self.latched_halt = False
+
+    def latch(self, since_ms: int) -> None:
+        self.latched_halt = True
+        self.latched_since_ms = since_ms
+
+    @property
+    def halted(self) -> bool:
+        return self.latched_halt or (self.state is not None and self.state.state == "HALTED")
+
+    def refusal(self, reduce_only: bool, now_ms: int) -> str | None:
+        """Why a new order may not go out now, or None when it may."""
+        if self.latched_halt:
+            return "risk state HALTED (latched)"
+        if self.state is None:
+            return "no risk state received"
+        age = now_ms - self.received_ms
+        if age > self.max_age_ms:
+            return f"risk state stale ({age} ms > {self.max_age_ms} ms)"
+        if self.state.state == "ACTIVE":
+            return None
+        if self.state.state == "REDUCING" and reduce_only:
+            return None
+        return f"risk state {self.state.state}"

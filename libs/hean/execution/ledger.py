@@ -1,0 +1,167 @@
+"""Positions and PnL from fills, marks and funding payments.
+
+A position keeps its signed quantity, average entry, realised PnL, fees and funding, all in
+USD. Realised PnL moves only when a fill reduces or flips the position. The ledger remembers
+how much of each client order it has applied, so a fill seen twice (a lookup after a crash,
+a reconciliation) is applied once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from hean_proto.events import Fill, FundingPayment, Position
+
+EPS = 1e-12
+
+
+class PositionBook(msgspec.Struct, kw_only=True):
+    venue: str
+    symbol: str
+    qty: float = 0.0
+    entry_price: float | None = None
+    mark_price: float | None = None
+    realized_usd: float = 0.0
+    fees_usd: float = 0.0
+    funding_usd: float = 0.0
+    last_funding_ms: int = 0
+
+    @property
+    def unrealized_usd(self) -> float:
+        if not self.qty or self.entry_price is None or self.mark_price is None:
+            return 0.0
+        return self.qty * (self.mark_price - self.entry_price)
+
+    @property
+    def net_usd(self) -> float:
+        """Everything this position made or cost so far."""
+        return self.realized_usd + self.unrealized_usd + self.funding_usd - self.fees_usd
+
+    def apply(self, side: str, qty: float, price: float, fee_usd: float) -> float:
+        """Apply one execution; returns the PnL it realised."""
+        if qty <= 0 or not math.isfinite(qty) or not math.isfinite(price) or price <= 0:
+            raise ValueError(f"bad execution {side} {qty} @ {price}")
+        signed = qty if side == "buy" else -qty
+        self.fees_usd += fee_usd
+        realized = 0.0
+        if self.qty == 0 or (self.qty > 0) == (signed > 0):
+            total = abs(self.qty) + qty
+            entry = self.entry_price or price
+            self.entry_price = (abs(self.qty) * entry + qty * price) / total
+            self.qty += signed
+        else:
+            closed = min(abs(self.qty), qty)
+            direction = 1.0 if self.qty > 0 else -1.0
+            realized = closed * (price - (self.entry_price or price)) * direction
+            self.realized_usd += realized
+            remainder = qty - closed
+            self.qty += signed
+            if abs(self.qty) < EPS:
+                self.qty = 0.0
+                self.entry_price = None
+            elif remainder > EPS:
+                self.entry_price = price
+        if self.mark_price is None:
+            self.mark_price = price
+        return realized
+
+    def event(self, ts_ms: int) -> Position:
+        return Position(
+            ts_ms=ts_ms,
+            venue=self.venue,
+            symbol=self.symbol,
+            qty=self.qty,
+            entry_price=self.entry_price,
+            mark_price=self.mark_price,
+            unrealized_usd=self.unrealized_usd,
+            realized_usd=self.realized_usd,
+            funding_usd=self.funding_usd,
+            fees_usd=self.fees_usd,
+        )
+
+
+class Ledger(msgspec.Struct, kw_only=True):
+    positions: dict[str, PositionBook] = msgspec.field(default_factory=dict)
+    applied: dict[str, float] = msgspec.field(default_factory=dict)
+    """Filled quantity already applied, per client order id."""
+    fills: int = 0
+    funding_payments: int = 0
+
+    @staticmethod
+    def key(venue: str, symbol: str) -> str:
+        return f"{venue}:{symbol}"
+
+    def position(self, venue: str, symbol: str) -> PositionBook:
+        k = self.key(venue, symbol)
+        book = self.positions.get(k)
+        if book is None:
+            book = self.positions[k] = PositionBook(venue=venue, symbol=symbol)
+        return book
+
+    def qty(self, venue: str, symbol: str) -> float:
+        book = self.positions.get(self.key(venue, symbol))
+        return book.qty if book else 0.0
+
+    def new_fill_qty(self, client_order_id: str, filled_qty: float) -> float:
+        """How much of an order's cumulative fill is not yet in the ledger."""
+        return max(0.0, filled_qty - self.applied.get(client_order_id, 0.0))
+
+    def apply_fill(self, fill: Fill) -> Position:
+        book = self.position(fill.venue, fill.symbol)
+        book.apply(fill.side, fill.qty, fill.price, fill.fee_usd)
+        self.applied[fill.client_order_id] = self.applied.get(fill.client_order_id, 0.0) + fill.qty
+        self.fills += 1
+        return book.event(fill.ts_ms)
+
+    def mark(self, venue: str, symbol: str, price: float) -> None:
+        book = self.positions.get(self.key(venue, symbol))
+        if book is not None and math.isfinite(price) and price > 0:
+            book.mark_price = price
+
+    def apply_funding(
+        self, venue: str, symbol: str, rate: float, mark: float, funding_time_ms: int, ts_ms: int
+    ) -> tuple[FundingPayment, Position] | None:
+        """Charge or credit one settlement; a long pays a positive rate, a short receives it.
+
+        Returns nothing for a flat position or a settlement already charged.
+        """
+        book = self.positions.get(self.key(venue, symbol))
+        if book is None or not book.qty or funding_time_ms <= book.last_funding_ms:
+            return None
+        amount = -book.qty * mark * rate
+        book.funding_usd += amount
+        book.last_funding_ms = funding_time_ms
+        self.funding_payments += 1
+        payment = FundingPayment(
+            ts_ms=ts_ms,
+            venue=venue,
+            symbol=symbol,
+            rate=rate,
+            position_qty=book.qty,
+            mark_price=mark,
+            amount_usd=amount,
+            funding_time_ms=funding_time_ms,
+        )
+        return payment, book.event(ts_ms)
+
+    def open_positions(self) -> list[PositionBook]:
+        return [p for p in self.positions.values() if p.qty]
+
+    def totals(self) -> dict[str, float]:
+        books = list(self.positions.values())
+        realized = sum(p.realized_usd for p in books)
+        unrealized = sum(p.unrealized_usd for p in books)
+        fees = sum(p.fees_usd for p in books)
+        funding = sum(p.funding_usd for p in books)
+        return {
+            "realized_usd": realized,
+            "unrealized_usd": unrealized,
+            "funding_usd": funding,
+            "fees_usd": fees,
+            "net_usd": realized + unrealized + funding - fees,
+            "gross_exposure_usd": sum(
+                abs(p.qty) * (p.mark_price or p.entry_price or 0.0) for p in books
+            ),
+        }
