@@ -6,7 +6,9 @@ JetStream KV makes a redelivered intent a no-op and settles an interrupted one b
 start, and after every NATS reconnect, unsettled orders are looked up and interrupted
 intents settled before any new intent is taken; if the kill switch is latched HALTED, open
 orders are cancelled first. Live trading needs ``HEAN_LIVE=true`` and, for real venues
-(``HEAN_VENUE_MODE=live``), API keys for every venue; the router says so loudly at start.
+(``HEAN_VENUE_MODE=live``), API keys for every venue (``HEAN_<VENUE>_API_KEY`` and
+``_API_SECRET``, or their ``_FILE`` variants, read by the venue layer and never logged); the
+router says so loudly at start.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from typing import Annotated, Any
 from msgspec import Meta
 
 from hean.bus.base import Message
-from hean.config import ServiceSettings
-from hean.execution.credentials import load_credentials
+from hean.config import ConfigError, ServiceSettings
 from hean.execution.executor import ExecConfig, ExecMetrics, Executor
 from hean.execution.gate import RiskGate
 from hean.execution.paper import PaperConfig, PaperVenue
@@ -63,7 +64,17 @@ class Settings(ServiceSettings, kw_only=True):
 def _default_factory(venue: str, settings: ServiceSettings) -> Any:
     from hean.venues import build_client
 
-    return build_client(venue, settings)
+    return build_client(venue, settings, private=True)
+
+
+def _require_keys(settings: Settings) -> None:
+    """Fail at start, naming the missing variables (never a value), without keys."""
+    from hean.venues.credentials import load_credentials
+
+    missing = [v for v in settings.venues if not load_credentials(v, "live").present]
+    if missing:
+        names = ", ".join(f"HEAN_{v.upper()}_API_KEY/_API_SECRET" for v in missing)
+        raise ConfigError(f"live trading needs API keys: {names} (or the same with _FILE)")
 
 
 def _announce_live(settings: Settings) -> None:
@@ -82,8 +93,7 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
     logic.live = settings.live
     if settings.live:
         if settings.venue_mode == "live":
-            for venue in settings.venues:
-                load_credentials(venue)  # ConfigError names what is missing, never a value
+            _require_keys(settings)
         _announce_live(settings)
     else:
         log.info("paper trading (set HEAN_LIVE=true to trade for real)")

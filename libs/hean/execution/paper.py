@@ -1,6 +1,7 @@
 """A paper venue: the order half of the venue interface, filled against the live book.
 
-Market orders walk the latest ``BookTop`` of their symbol level by level, pay the taker fee
+Market orders walk the latest ``BookTop`` of their symbol level by level (consuming what they
+take until the next book replaces it), pay the taker fee
 and an extra adverse slippage, and never fill beyond ``max_slippage_bps`` from the best
 price; whatever the book cannot take is cancelled (immediate-or-cancel). A book older than
 ``max_book_age_ms`` or marked stale refuses the order. Client order ids are unique per
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from hean.clock import Clock
 from hean.venues.base import (
     DuplicateClientOrderId,
@@ -20,7 +23,7 @@ from hean.venues.base import (
     OrderResult,
     VenuePosition,
 )
-from hean_proto.events import BookTop
+from hean_proto.events import BookLevel, BookTop
 
 EPS = 1e-12
 
@@ -91,15 +94,22 @@ class PaperVenue:
         if price is not None:
             worst = min(worst, price) if side == "buy" else max(worst, price)
         remaining, cost = qty, 0.0
+        left: list[BookLevel] = []
         for level in levels:
-            if remaining <= EPS:
-                break
-            if (side == "buy" and level.price > worst) or (side == "sell" and level.price < worst):
-                break
+            inside = level.price <= worst if side == "buy" else level.price >= worst
+            if remaining <= EPS or not inside:
+                left.append(level)
+                continue
             take = min(remaining, level.size)
             cost += take * level.price
             remaining -= take
+            if level.size - take > EPS:
+                left.append(BookLevel(level.price, level.size - take))
         filled = qty - max(remaining, 0.0)
+        # what this order took is gone until the next book arrives
+        self.books[symbol] = msgspec.structs.replace(
+            book, **({"asks": left} if side == "buy" else {"bids": left})
+        )
         self.seq += 1
         now = self.clock.now_ms()
         if filled <= EPS:

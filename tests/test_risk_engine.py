@@ -1,0 +1,213 @@
+"""The risk engine without NATS: limits, fail-closed checks, stops, latch and resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from hean.risk.engine import RiskEngine, RiskRecord
+from hean.risk.limits import RiskLimits
+from hean.runtime.logic import Publish
+from hean_proto.events import (
+    ControlCommand,
+    Fill,
+    OrderIntent,
+    OrderUpdate,
+    Position,
+    PriceTick,
+    RiskDecision,
+    RiskState,
+    Signal,
+    SignalLeg,
+)
+
+T = 1_767_225_600_000
+_n = iter(range(10_000))
+
+
+def tick(venue: str = "bybit", price: float = 100.0, ts: int = T, stale: bool = False):
+    return PriceTick(ts_ms=ts, venue=venue, symbol="BTCUSDT", mark=price, stale=stale)
+
+
+def sig(**over) -> Signal:
+    values = dict(
+        ts_ms=T,
+        id=f"s{next(_n)}",
+        strategy="harvester",
+        symbol="BTCUSDT",
+        legs=[SignalLeg(venue="bybit", symbol="BTCUSDT", side="buy")],
+        size_frac=0.02,
+        confidence=0.9,
+        stop_loss_frac=0.05,
+    )
+    values.update(over)
+    return Signal(**values)
+
+
+def decide(engine: RiskEngine, signal: Signal, now: int = T) -> RiskDecision:
+    return next(o for o in engine.on_signal(signal, now) if isinstance(o, RiskDecision))
+
+
+def engine(**limits) -> RiskEngine:
+    e = RiskEngine(RiskLimits(**limits))
+    e.on_price(tick(), T)
+    return e
+
+
+def test_exposure_caps_count_positions_and_pending_orders() -> None:
+    e = engine(max_symbol_exposure_frac=0.05, max_gross_exposure_frac=0.5)
+    assert decide(e, sig()).approved  # 200 USD pending
+    assert decide(e, sig()).approved  # 400
+    rejected = decide(e, sig())  # 600 > 500
+    assert not rejected.approved and "BTCUSDT exposure" in rejected.reasons[0]
+    # settled orders stop counting as pending; the position counts instead
+    for cid in list(e.pending):
+        e.on_order_update(_update(cid, "canceled"), T)
+    assert decide(e, sig()).approved
+
+
+def _update(cid: str, status: str, reason: str = "") -> OrderUpdate:
+    return OrderUpdate(
+        ts_ms=T,
+        client_order_id=cid,
+        intent_id="i",
+        venue="bybit",
+        symbol="BTCUSDT",
+        side="buy",
+        qty=1.0,
+        status=status,
+        reason=reason,
+    )
+
+
+def test_fails_closed_on_stale_or_missing_data_and_old_signals() -> None:
+    e = engine()
+    assert "no market data" in " ".join(
+        decide(e, sig(legs=[SignalLeg(venue="bybit", symbol="ETHUSDT", side="buy")])).reasons
+    )
+    assert "expired" in " ".join(decide(e, sig(ts_ms=T - 60_000)).reasons)
+    late = decide(e, sig(), now=T + 31_000)
+    assert not late.approved and "bybit unhealthy" in " ".join(late.reasons)
+    e.on_price(tick(ts=T + 1, stale=True), T + 1)
+    assert "unhealthy" in decide(e, sig(), now=T + 1).reasons[0]
+
+
+def test_duplicate_signal_gets_one_decision() -> None:
+    e = engine()
+    s = sig()
+    assert decide(e, s).approved
+    assert e.on_signal(s, T) == []
+
+
+def test_reducing_lets_only_reductions_through() -> None:
+    e = engine()
+    e.on_position(Position(ts_ms=T, venue="bybit", symbol="BTCUSDT", qty=1.0, entry_price=100), T)
+    e.set_reducing("operator", T)
+    assert "REDUCING" in decide(e, sig()).reasons[0]
+    out = e.on_signal(
+        sig(reduce_only=True, legs=[SignalLeg(venue="bybit", symbol="BTCUSDT", side="sell")]), T
+    )
+    intent = next(o for o in out if isinstance(o, OrderIntent))
+    assert intent.reduce_only and intent.legs[0].qty == pytest.approx(1.0)  # capped at position
+    wrong = sig(reduce_only=True)  # a buy does not reduce a long
+    assert "nothing to reduce" in decide(e, wrong).reasons[0]
+
+
+def test_loss_streak_and_rejections_halt_and_the_halt_is_latched() -> None:
+    e = engine(max_loss_streak=3)
+    realized = 0.0
+    out: list = []
+    e.on_position(Position(ts_ms=T, venue="bybit", symbol="BTCUSDT", qty=1.0), T)
+    for _ in range(3):
+        realized -= 1.0
+        out = e.on_position(
+            Position(ts_ms=T, venue="bybit", symbol="BTCUSDT", qty=0.0, realized_usd=realized), T
+        )
+    assert e.state == "HALTED" and "loss streak of 3" in e.record.reason
+    cmds = [o.event for o in out if isinstance(o, Publish)]
+    assert [c.command for c in cmds if isinstance(c, ControlCommand)] == ["cancel_all"]
+    assert e.on_tick(T + 10**9) and e.state == "HALTED"  # no timer releases it
+    e.resume(T + 10**9, "ops")
+    assert e.state == "ACTIVE" and e.record.loss_streak == 0
+
+    r = engine(max_rejections=3)
+    for _ in range(5):  # router refusals are not venue rejections
+        r.on_order_update(_update("x", "rejected", "refused: risk state stale"), T)
+    assert r.state == "ACTIVE"
+    for _ in range(3):
+        r.on_order_update(_update("x", "rejected", "insufficient margin"), T)
+    assert r.state == "HALTED" and "3 order rejections" in r.record.reason
+
+
+def test_drawdown_halts_and_resume_takes_the_loss_as_the_new_high_water() -> None:
+    e = engine(flatten_on_halt=True)
+    e.on_position(Position(ts_ms=T, venue="bybit", symbol="BTCUSDT", qty=10, entry_price=100), T)
+    out = e.on_price(tick(price=79.0), T + 1)  # -210 USD: 2.1 %
+    assert e.state == "ACTIVE"
+    e2 = RiskEngine(RiskLimits(capital_usd=1000.0, flatten_on_halt=True))
+    e2.on_position(Position(ts_ms=T, venue="bybit", symbol="BTCUSDT", qty=10, entry_price=100), T)
+    out = e2.on_price(tick(price=79.0), T + 1)  # -210 of 1000: 21 %
+    assert e2.state == "HALTED"
+    commands = [o.event.command for o in out if isinstance(o, Publish)]
+    assert commands == ["cancel_all", "flatten"]
+    state = next(o for o in out if isinstance(o, RiskState))
+    assert state.drawdown_frac == pytest.approx(0.21)
+    restored = RiskEngine(e2.limits, RiskRecord(**_fields(e2.record)))
+    assert restored.state == "HALTED"
+    restored.on_price(tick(price=79.0), T + 2)
+    restored.resume(T + 3, "ops", "checked")
+    assert restored.record.high_water_usd == pytest.approx(790.0)
+    restored.on_price(tick(price=79.0, ts=T + 3), T + 4)
+    assert restored.state == "ACTIVE"
+
+
+def _fields(record: RiskRecord) -> dict:
+    return {f: getattr(record, f) for f in record.__struct_fields__}
+
+
+def test_stop_loss_from_marks_closes_the_filled_legs() -> None:
+    e = engine()
+    s = sig(stop_loss_frac=0.02, take_profit_frac=0.05)
+    intent = next(o for o in e.on_signal(s, T) if isinstance(o, OrderIntent))
+    leg = intent.legs[0]
+    e.on_fill(
+        Fill(
+            ts_ms=T,
+            fill_id="f",
+            client_order_id=leg.client_order_id,
+            intent_id=intent.id,
+            venue="bybit",
+            symbol="BTCUSDT",
+            side="buy",
+            qty=leg.qty,
+            price=100.0,
+            fee_usd=0.0,
+        ),
+        T,
+    )
+    assert not [
+        o for o in e.on_price(tick(price=99.0, ts=T + 1), T + 1) if isinstance(o, OrderIntent)
+    ]
+    out = e.on_price(tick(price=97.9, ts=T + 2), T + 2)
+    exit_intent = next(o for o in out if isinstance(o, OrderIntent))
+    assert exit_intent.reduce_only and exit_intent.legs[0].side == "sell"
+    assert exit_intent.legs[0].qty == pytest.approx(leg.qty)
+    assert not e.on_price(tick(price=90.0, ts=T + 3), T + 3)  # exits once
+
+
+def test_resume_endpoint_refuses_without_the_token() -> None:
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from hean_services.risk_killswitch.logic import RiskKillswitchLogic
+    from hean_services.risk_killswitch.main import Operator, http_routes
+
+    app = FastAPI()
+    app.include_router(http_routes(Operator(RiskKillswitchLogic(), "tok")))
+    client = TestClient(app)
+    assert client.post("/risk/resume").status_code == 401
+    assert client.post("/risk/resume", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/risk/halt", headers={"Authorization": "tok"}).status_code == 401
+    # the right token gets past authentication (the service is not started here)
+    answer = client.post("/risk/resume", headers={"Authorization": "Bearer tok"}, json={})
+    assert answer.status_code == 503
+    assert client.get("/risk/state").json()["state"] == "ACTIVE"
