@@ -188,34 +188,43 @@ class _PullSub(Subscription):
         (``num_pending``): they come back at once, and an idle consumer waits for one message.
         """
         psub = None
-        while not self.stopping:
-            try:
-                if psub is None:
-                    psub = await self._bind()
-                msgs = await self._fetch(psub, 1, 1.0)
-                self.last_ok = time.monotonic()
-                self.failures = 0
-                while msgs:
-                    await self._process(msgs)
-                    waiting = _num_pending(msgs[-1])
-                    if self.stopping or waiting <= 0:
-                        break
-                    msgs = await self._fetch(psub, min(self.batch, waiting), 0.05)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.failures += 1
-                log.warning(
-                    "pull consumer %s failing (%s: %s); rebinding",
-                    self.durable,
-                    type(exc).__name__,
-                    exc,
-                )
-                psub = None
-                await asyncio.sleep(min(0.2 * 2**self.failures, 5.0))
-        if psub is not None:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+        try:
+            while not self.stopping:
+                try:
+                    if psub is None:
+                        psub = await self._bind()
+                    msgs = await self._fetch(psub, 1, 1.0)
+                    self.last_ok = time.monotonic()
+                    self.failures = 0
+                    while msgs:
+                        await self._process(msgs)
+                        waiting = _num_pending(msgs[-1])
+                        if self.stopping or waiting <= 0:
+                            break
+                        msgs = await self._fetch(psub, min(self.batch, waiting), 0.05)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    log.warning(
+                        "pull consumer %s failing (%s: %s); rebinding",
+                        self.durable,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    # the broken subscription goes first: a forgotten one keeps the
+                    # connection's drain waiting for it at close
+                    await _unsubscribe(psub)
+                    psub = None
+                    await asyncio.sleep(min(0.2 * 2**self.failures, 5.0))
+        finally:
+            await _unsubscribe(psub)
+
+
+async def _unsubscribe(psub: object) -> None:
+    if psub is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(psub.unsubscribe(), 2.0)  # type: ignore[attr-defined]
 
 
 def _num_pending(msg: object) -> int:
