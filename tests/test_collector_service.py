@@ -8,19 +8,16 @@ on cue; everything after it (polling loops, runtime, NATS, JetStream, HTTP endpo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-import nats
 import pytest
+from service_helpers import Tap, of, running
 
 from hean.bus.nats import NatsBus
 from hean.config import free_port
 from hean.history import read_funding
-from hean.runtime.runner import ServiceApp, serve
-from hean_proto import codec
 from hean_proto.events import (
     BookLevel,
     BookTop,
@@ -158,70 +155,6 @@ class ScriptedVenue:
 
     async def close(self) -> None:
         return None
-
-
-@contextlib.asynccontextmanager
-async def running(app: ServiceApp, settings):
-    """Serve an app in this process until the block ends; yields its service context."""
-    stop = asyncio.Event()
-    started: asyncio.Future = asyncio.get_running_loop().create_future()
-
-    async def stopper(ctx) -> None:
-        started.set_result(ctx)
-        await stop.wait()
-        ctx.stopping.set()
-
-    app.tasks.append(stopper)
-    task = asyncio.create_task(serve(app, settings))
-    try:
-        ctx = await asyncio.wait_for(asyncio.shield(started), 30)
-        yield ctx
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-class Tap:
-    """Every event on ``hean.>`` seen by a plain NATS subscriber."""
-
-    def __init__(self) -> None:
-        self.events: list[object] = []
-        self.changed = asyncio.Event()
-
-    async def start(self, url: str) -> None:
-        self.nc = await nats.connect(url)
-
-        async def on_msg(msg) -> None:
-            with contextlib.suppress(codec.DecodeError):
-                self.events.append(codec.decode(msg.data))
-                self.changed.set()
-
-        await self.nc.subscribe("hean.>", cb=on_msg)
-
-    async def until(self, predicate, timeout: float = 60.0):
-        async def wait() -> object:
-            while True:
-                found = predicate(self.events)
-                if found:
-                    return found
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(wait(), timeout)
-
-    async def close(self) -> None:
-        await self.nc.close()
-
-
-def of(kind, **match):
-    def pick(events):
-        return [
-            e
-            for e in events
-            if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())
-        ]
-
-    return pick
 
 
 async def test_collector_end_to_end(nats_url: str) -> None:

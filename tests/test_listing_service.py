@@ -12,8 +12,9 @@ from collections import Counter
 from email import message_from_bytes
 
 import pytest
+from service_helpers import running
 from test_alerts import Receiver, smtp_server  # noqa: F401  (fixture)
-from test_collector_service import ScriptedVenue, running
+from test_collector_service import ScriptedVenue
 
 from hean.bus.nats import NatsBus
 from hean.config import free_port
