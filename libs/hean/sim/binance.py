@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from hean.sim.engine import OrderError, SimOrder, VenueAccount
-from hean.sim.market import Series, lot_size, tick_size
-from hean.sim.wire import hmac_hex, json_response, num, query_int
+from hean.sim.market import LiquidationPrint, Series, lot_size, tick_size
+from hean.sim.wire import Reply, hmac_hex, json_response, liquidation_stream, num, query_int
 
 if TYPE_CHECKING:
     from hean.sim.server import SimServer
@@ -565,56 +564,43 @@ PRIVATE = {
 
 async def websocket(sim: SimServer, request: web.Request) -> web.WebSocketResponse:
     """Liquidation stream (``!forceOrder@arr`` or ``<symbol>@forceOrder``)."""
-    ws = web.WebSocketResponse(heartbeat=20)
-    await ws.prepare(request)
     wanted: set[str] = set()
     path_stream = request.path.rsplit("/", 1)[-1]
     if "forceOrder" in path_stream:
         wanted.add(path_stream)
-    sent = sim.liquidation_cursor(VENUE)
 
-    async def reader() -> None:
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            try:
-                req = json.loads(msg.data)
-            except ValueError:
-                continue
-            if req.get("method") == "SUBSCRIBE":
-                wanted.update(req.get("params", []))
-                await ws.send_str(json.dumps({"result": None, "id": req.get("id")}))
+    async def on_request(text: str, reply: Reply) -> None:
+        try:
+            req = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(req, dict) and req.get("method") == "SUBSCRIBE":
+            wanted.update(req.get("params", []))
+            await reply(json.dumps({"result": None, "id": req.get("id")}))
 
-    task = asyncio.create_task(reader())
-    try:
-        while not ws.closed and not task.done():
-            if sim.ws_should_drop(VENUE):
-                await ws.close()
-                break
-            for liq in sim.new_liquidations(VENUE, sent):
-                if "!forceOrder@arr" in wanted or f"{liq.symbol.lower()}@forceOrder" in wanted:
-                    await ws.send_str(
-                        json.dumps(
-                            {
-                                "e": "forceOrder",
-                                "E": liq.ts_ms,
-                                "o": {
-                                    "s": liq.symbol,
-                                    "S": liq.side.upper(),
-                                    "o": "LIMIT",
-                                    "f": "IOC",
-                                    "q": f"{liq.qty:f}",
-                                    "p": f"{liq.price:f}",
-                                    "ap": f"{liq.price:f}",
-                                    "X": "FILLED",
-                                    "l": f"{liq.qty:f}",
-                                    "z": f"{liq.qty:f}",
-                                    "T": liq.ts_ms,
-                                },
-                            }
-                        )
-                    )
-            await asyncio.sleep(sim.ws_poll_s)
-    finally:
-        task.cancel()
-    return ws
+    def frames(liqs: list[LiquidationPrint]) -> list[str]:
+        return [
+            json.dumps(
+                {
+                    "e": "forceOrder",
+                    "E": liq.ts_ms,
+                    "o": {
+                        "s": liq.symbol,
+                        "S": liq.side.upper(),
+                        "o": "LIMIT",
+                        "f": "IOC",
+                        "q": f"{liq.qty:f}",
+                        "p": f"{liq.price:f}",
+                        "ap": f"{liq.price:f}",
+                        "X": "FILLED",
+                        "l": f"{liq.qty:f}",
+                        "z": f"{liq.qty:f}",
+                        "T": liq.ts_ms,
+                    },
+                }
+            )
+            for liq in liqs
+            if "!forceOrder@arr" in wanted or f"{liq.symbol.lower()}@forceOrder" in wanted
+        ]
+
+    return await liquidation_stream(sim, request, VENUE, on_request, frames)

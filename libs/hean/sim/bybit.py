@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from hean.sim.engine import OrderError, SimOrder, VenueAccount
-from hean.sim.market import Series, lot_size, tick_size
-from hean.sim.wire import hmac_hex, json_response, query_int, short
+from hean.sim.market import LiquidationPrint, Series, lot_size, tick_size
+from hean.sim.wire import Reply, hmac_hex, json_response, liquidation_stream, query_int, short
 
 if TYPE_CHECKING:
     from hean.sim.server import SimServer
@@ -567,69 +566,45 @@ PRIVATE = {
 
 
 async def websocket(sim: SimServer, request: web.Request) -> web.WebSocketResponse:
-    """Public linear stream: ``allLiquidation.<symbol>`` (and ``liquidation.<symbol>``)."""
-    ws = web.WebSocketResponse(heartbeat=20)
-    await ws.prepare(request)
+    """Public linear stream: ``allLiquidation.<symbol>``."""
     topics: set[str] = set()
-    cursor = sim.liquidation_cursor(VENUE)
 
-    async def reader() -> None:
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            try:
-                req = json.loads(msg.data)
-            except ValueError:
-                continue
-            op = req.get("op")
-            if op == "subscribe":
-                topics.update(req.get("args", []))
-                await ws.send_str(
-                    json.dumps(
-                        {
-                            "success": True,
-                            "ret_msg": "",
-                            "conn_id": "sim",
-                            "req_id": req.get("req_id", ""),
-                            "op": "subscribe",
-                        }
-                    )
-                )
-            elif op == "ping":
-                await ws.send_str(
-                    json.dumps({"success": True, "ret_msg": "pong", "conn_id": "sim", "op": "ping"})
-                )
+    async def on_request(text: str, reply: Reply) -> None:
+        try:
+            req = json.loads(text)
+        except ValueError:
+            return
+        op = req.get("op") if isinstance(req, dict) else None
+        if op == "subscribe":
+            topics.update(req.get("args", []))
+            ack = {"success": True, "ret_msg": "", "conn_id": "sim", "op": "subscribe"}
+            await reply(json.dumps(ack | {"req_id": req.get("req_id", "")}))
+        elif op == "ping":
+            await reply(
+                json.dumps({"success": True, "ret_msg": "pong", "conn_id": "sim", "op": "ping"})
+            )
 
-    task = asyncio.create_task(reader())
-    try:
-        while not ws.closed and not task.done():
-            if sim.ws_should_drop(VENUE):
-                await ws.close()
-                break
-            for liq in sim.new_liquidations(VENUE, cursor):
-                topic = f"allLiquidation.{liq.symbol}"
-                if topic not in topics:
-                    continue
-                await ws.send_str(
-                    json.dumps(
+    def frames(liqs: list[LiquidationPrint]) -> list[str]:
+        return [
+            json.dumps(
+                {
+                    "topic": f"allLiquidation.{liq.symbol}",
+                    "type": "snapshot",
+                    "ts": liq.ts_ms,
+                    "data": [
                         {
-                            "topic": topic,
-                            "type": "snapshot",
-                            "ts": liq.ts_ms,
-                            "data": [
-                                {
-                                    "T": liq.ts_ms,
-                                    "s": liq.symbol,
-                                    # Bybit names the liquidated position's side
-                                    "S": "Buy" if liq.side == "sell" else "Sell",
-                                    "v": short(liq.qty),
-                                    "p": short(liq.price),
-                                }
-                            ],
+                            "T": liq.ts_ms,
+                            "s": liq.symbol,
+                            # Bybit names the liquidated position's side
+                            "S": "Buy" if liq.side == "sell" else "Sell",
+                            "v": short(liq.qty),
+                            "p": short(liq.price),
                         }
-                    )
-                )
-            await asyncio.sleep(sim.ws_poll_s)
-    finally:
-        task.cancel()
-    return ws
+                    ],
+                }
+            )
+            for liq in liqs
+            if f"allLiquidation.{liq.symbol}" in topics
+        ]
+
+    return await liquidation_stream(sim, request, VENUE, on_request, frames)

@@ -5,7 +5,6 @@ OKX sizes orders and open interest in contracts; ``ctVal`` base units make one c
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,11 +12,11 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from hean.sim.engine import OrderError, SimOrder, VenueAccount
-from hean.sim.market import Series, tick_size
-from hean.sim.wire import json_response, query_int, short
+from hean.sim.market import LiquidationPrint, Series, tick_size
+from hean.sim.wire import Reply, json_response, liquidation_stream, query_int, short
 
 if TYPE_CHECKING:
     from hean.sim.server import SimServer
@@ -630,67 +629,50 @@ PRIVATE = {
 
 async def websocket(sim: SimServer, request: web.Request) -> web.WebSocketResponse:
     """Public stream: the ``liquidation-orders`` channel for SWAP."""
-    ws = web.WebSocketResponse(heartbeat=20)
-    await ws.prepare(request)
     subscribed: list[bool] = [False]
-    cursor = sim.liquidation_cursor(VENUE)
 
-    async def reader() -> None:
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            if msg.data == "ping":
-                await ws.send_str("pong")
-                continue
-            try:
-                req = json.loads(msg.data)
-            except ValueError:
-                continue
-            if req.get("op") == "subscribe":
-                for arg in req.get("args", []):
-                    if arg.get("channel") == "liquidation-orders":
-                        subscribed[0] = True
-                    await ws.send_str(
-                        json.dumps({"event": "subscribe", "arg": arg, "connId": "sim"})
-                    )
+    async def on_request(text: str, reply: Reply) -> None:
+        if text == "ping":
+            await reply("pong")
+            return
+        try:
+            req = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(req, dict) and req.get("op") == "subscribe":
+            for arg in req.get("args", []):
+                if isinstance(arg, dict) and arg.get("channel") == "liquidation-orders":
+                    subscribed[0] = True
+                await reply(json.dumps({"event": "subscribe", "arg": arg, "connId": "sim"}))
 
-    task = asyncio.create_task(reader())
-    try:
-        while not ws.closed and not task.done():
-            if sim.ws_should_drop(VENUE):
-                await ws.close()
-                break
-            liqs = sim.new_liquidations(VENUE, cursor)
-            if subscribed[0] and liqs:
-                data = []
-                for liq in liqs:
-                    s = sim.market.get(VENUE, liq.symbol)
-                    ct = _ct(sim, s) if s is not None else 1.0
-                    data.append(
+    def frames(liqs: list[LiquidationPrint]) -> list[str]:
+        if not subscribed[0]:
+            return []
+        data = []
+        for liq in liqs:
+            s = sim.market.get(VENUE, liq.symbol)
+            ct = _ct(sim, s) if s is not None else 1.0
+            base = liq.symbol[:-4]
+            data.append(
+                {
+                    "details": [
                         {
-                            "details": [
-                                {
-                                    "bkLoss": "0",
-                                    "bkPx": short(liq.price),
-                                    "ccy": "",
-                                    "posSide": "long" if liq.side == "sell" else "short",
-                                    "side": liq.side,
-                                    "sz": short(round(liq.qty / ct, 6)),
-                                    "ts": str(liq.ts_ms),
-                                }
-                            ],
-                            "instFamily": f"{liq.symbol[:-4]}-USDT",
-                            "instId": f"{liq.symbol[:-4]}-USDT-SWAP",
-                            "instType": "SWAP",
-                            "uly": f"{liq.symbol[:-4]}-USDT",
+                            "bkLoss": "0",
+                            "bkPx": short(liq.price),
+                            "ccy": "",
+                            "posSide": "long" if liq.side == "sell" else "short",
+                            "side": liq.side,
+                            "sz": short(round(liq.qty / ct, 6)),
+                            "ts": str(liq.ts_ms),
                         }
-                    )
-                await ws.send_str(
-                    json.dumps(
-                        {"arg": {"channel": "liquidation-orders", "instType": "SWAP"}, "data": data}
-                    )
-                )
-            await asyncio.sleep(sim.ws_poll_s)
-    finally:
-        task.cancel()
-    return ws
+                    ],
+                    "instFamily": f"{base}-USDT",
+                    "instId": f"{base}-USDT-SWAP",
+                    "instType": "SWAP",
+                    "uly": f"{base}-USDT",
+                }
+            )
+        channel = {"channel": "liquidation-orders", "instType": "SWAP"}
+        return [json.dumps({"arg": channel, "data": data})]
+
+    return await liquidation_stream(sim, request, VENUE, on_request, frames)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
+
+if TYPE_CHECKING:
+    from hean.sim.market import LiquidationPrint
+    from hean.sim.server import SimServer
 
 
 def num(x: float, places: int = 8) -> str:
@@ -40,3 +46,39 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
     if raw is None or raw == "":
         return default
     return int(raw)
+
+
+Reply = Callable[[str], Awaitable[None]]
+
+
+async def liquidation_stream(
+    sim: SimServer,
+    request: web.Request,
+    venue: str,
+    on_request: Callable[[str, Reply], Awaitable[None]],
+    frames: Callable[[list[LiquidationPrint]], list[str]],
+) -> web.WebSocketResponse:
+    """A venue's public websocket: its subscribe protocol in ``on_request``, its message
+    format in ``frames``; liquidation prints as the market makes them, dropped in an outage."""
+    ws = web.WebSocketResponse(heartbeat=20)
+    await ws.prepare(request)
+    cursor = sim.liquidation_cursor(venue)
+
+    async def reader() -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await on_request(msg.data, ws.send_str)
+
+    task = asyncio.create_task(reader())
+    try:
+        while not ws.closed and not task.done():
+            if sim.ws_should_drop(venue):
+                await ws.close()
+                break
+            liqs = sim.new_liquidations(venue, cursor)
+            for frame in frames(liqs) if liqs else ():
+                await ws.send_str(frame)
+            await asyncio.sleep(sim.ws_poll_s)
+    finally:
+        task.cancel()
+    return ws
