@@ -269,3 +269,20 @@ class StrategyBase:
     @property
     def size_frac(self) -> float:
         return min(self.config.size_frac, self.config.max_size_frac)
+
+    def _exit(self, pos: OpenPosition, now_ms: int, ident: tuple, reason: str) -> Signal:
+        """The reduce-only signal that closes ``pos``; its id derives from the entry's."""
+        signal = make_signal(
+            strategy=self.name,
+            symbol=pos.symbol,
+            kind="exit",
+            now_ms=now_ms,
+            legs=closing_legs(pos.legs),
+            size_frac=pos.size_frac,
+            confidence=1.0,
+            reason=reason,
+            id_parts=(pos.entry_signal_id, *ident),
+            reduce_only=True,
+        )
+        self.positions.close(pos.key, signal.id)
+        return signal

@@ -27,7 +27,6 @@ from hean.strategies.base import (
     OpenPosition,
     StrategyBase,
     StrategyConfig,
-    closing_legs,
     make_signal,
 )
 from hean_proto.events import Event, FundingRate, FundingSpread, PriceTick, Signal, SignalLeg
@@ -252,19 +251,3 @@ class FundingArbitrage(StrategyBase):
         if c.take_profit_frac is not None and pnl >= c.take_profit_frac:
             return [self._exit(pos, now_ms, ident, f"EXIT: take-profit, PnL {pnl * 100:.2f}%")]
         return []
-
-    def _exit(self, pos: OpenPosition, now_ms: int, ident: tuple, reason: str) -> Signal:
-        signal = make_signal(
-            strategy=self.name,
-            symbol=pos.symbol,
-            kind="exit",
-            now_ms=now_ms,
-            legs=closing_legs(pos.legs),
-            size_frac=pos.size_frac,
-            confidence=1.0,
-            reason=reason,
-            id_parts=(pos.entry_signal_id, *ident),
-            reduce_only=True,
-        )
-        self.positions.close(pos.key, signal.id)
-        return signal

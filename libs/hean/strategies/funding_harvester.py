@@ -24,7 +24,6 @@ from hean.strategies.base import (
     OpenPosition,
     StrategyBase,
     StrategyConfig,
-    closing_legs,
     make_signal,
 )
 from hean_proto.events import Event, FundingForecast, FundingRate, PriceTick, Signal, SignalLeg
@@ -288,22 +287,6 @@ class FundingHarvester(StrategyBase):
         self._fill_entry_prices(pos)
         self.positions.open(pos)
         return [signal]
-
-    def _exit(self, pos: OpenPosition, now_ms: int, ident: tuple, reason: str) -> Signal:
-        signal = make_signal(
-            strategy=self.name,
-            symbol=pos.symbol,
-            kind="exit",
-            now_ms=now_ms,
-            legs=closing_legs(pos.legs),
-            size_frac=pos.size_frac,
-            confidence=1.0,
-            reason=reason,
-            id_parts=(pos.entry_signal_id, *ident),
-            reduce_only=True,
-        )
-        self.positions.close(pos.key, signal.id)
-        return signal
 
 
 def _describe(f: FundingForecast) -> str:
