@@ -8,7 +8,6 @@ forecasts start at the first new settlement instead of after days of warm-up.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +17,7 @@ from msgspec import Meta
 from hean.config import ServiceSettings
 from hean.ml.funding.model import DEFAULT_DIR, META, FundingForecaster, ModelLoadError
 from hean.ml.funding.policy import ActionPolicy
+from hean.ml.reload import ModelReloader
 from hean.runtime.runner import ServiceApp, ServiceContext
 from hean_services.funding_predictor.logic import (
     FundingPredictorLogic,
@@ -66,37 +66,24 @@ def build(settings: Settings) -> ServiceApp:
     model_dir = Path(settings.model_dir) if settings.model_dir else DEFAULT_DIR
     policy = _policy(settings)
     logic = FundingPredictorLogic(config=PredictorConfig(history_len=settings.history_len))
-    loaded_stamp: list[float | None] = [None]
-
-    async def load_model() -> None:
-        stamp = _artifact_stamp(model_dir)
-        if stamp is None or stamp == loaded_stamp[0]:
-            if stamp is None and logic.forecaster is None:
-                logic.set_forecaster(None, f"no model artifact in {model_dir}")
-            return
-        try:
-            forecaster = await asyncio.to_thread(FundingForecaster.load, model_dir, policy)
-        except ModelLoadError as exc:
-            log.error("model not loaded: %s", exc)
-            if logic.forecaster is None:
-                logic.set_forecaster(None, str(exc))
-            return
-        loaded_stamp[0] = stamp
-        logic.set_forecaster(forecaster)
-        log.info("model loaded: %s from %s", forecaster.version, model_dir)
+    reloader = ModelReloader(
+        model_dir,
+        stamp=_artifact_stamp,
+        load=lambda d: FundingForecaster.load(d, policy),
+        install=logic.set_forecaster,
+        loaded=lambda: logic.forecaster is not None,
+        label="funding model",
+        errors=(ModelLoadError,),
+    )
 
     async def start(ctx: ServiceContext) -> None:
         logic.metrics = PredictorMetrics(ctx.metrics.registry)
-        await load_model()
+        await reloader.load()
         if settings.bootstrap_history:
             await _bootstrap(ctx, logic)
 
     async def watch_model(ctx: ServiceContext) -> None:
-        while not ctx.stopping.is_set():
-            try:
-                await asyncio.wait_for(ctx.stopping.wait(), settings.model_poll_s)
-            except TimeoutError:
-                await load_model()
+        await reloader.watch(ctx, settings.model_poll_s)
 
     return ServiceApp(
         logic=logic,

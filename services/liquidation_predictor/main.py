@@ -8,7 +8,6 @@ Without a loadable artifact the service runs but reports not ready, with the rea
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ from msgspec import Meta
 
 from hean.config import ServiceSettings
 from hean.ml.cascade.model import DEFAULT_DIR, META, CascadeModel, ModelLoadError, find_artifact
+from hean.ml.reload import ModelReloader
 from hean.runtime.runner import ServiceApp, ServiceContext
 from hean_services.liquidation_predictor.logic import (
     LiquidationPredictorLogic,
@@ -57,34 +57,21 @@ def build(settings: Settings) -> ServiceApp:
             book_depth=settings.book_depth,
         )
     )
-    loaded: list[float | None] = [None]
-
-    async def load_model() -> None:
-        stamp = _stamp(model_dir)
-        if stamp is None or stamp == loaded[0]:
-            if stamp is None and logic.model is None:
-                logic.set_model(None, f"no model artifact in {model_dir}")
-            return
-        try:
-            model = await asyncio.to_thread(CascadeModel.load, model_dir)
-        except ModelLoadError as exc:
-            log.error("cascade model not loaded: %s", exc)
-            if logic.model is None:
-                logic.set_model(None, str(exc))
-            return
-        loaded[0] = stamp
-        logic.set_model(model)
-        log.info("cascade model loaded: %s from %s", model.version, model_dir)
+    reloader = ModelReloader(
+        model_dir,
+        stamp=_stamp,
+        load=CascadeModel.load,
+        install=logic.set_model,
+        loaded=lambda: logic.model is not None,
+        label="cascade model",
+        errors=(ModelLoadError,),
+    )
 
     async def start(ctx: ServiceContext) -> None:
         logic.metrics = PredictorMetrics(ctx.metrics.registry)
-        await load_model()
+        await reloader.load()
 
     async def watch_model(ctx: ServiceContext) -> None:
-        while not ctx.stopping.is_set():
-            try:
-                await asyncio.wait_for(ctx.stopping.wait(), settings.model_poll_s)
-            except TimeoutError:
-                await load_model()
+        await reloader.watch(ctx, settings.model_poll_s)
 
     return ServiceApp(logic=logic, on_start=[start], tasks=[watch_model])
