@@ -1,4 +1,4 @@
-"""Replay throughput: events per second through strategy-engine logic and the portfolio."""
+"""Replay throughput: market events per second through the live services on the in-memory bus."""
 
 from __future__ import annotations
 

@@ -59,6 +59,8 @@ class History:
     start_ms: int
     end_ms: int
     notes: list[str] = field(default_factory=list)
+    frame: pd.DataFrame | None = None
+    """Every settlement before the end (walk-forward training), when asked for."""
 
     def coverage(self) -> dict[str, object]:
         series: dict[str, dict[str, object]] = {}
@@ -149,20 +151,58 @@ def load_history(
     venues: list[str] | None = None,
     symbols: list[str] | None = None,
     warmup_settlements: int = 64,
+    keep_frame: bool = False,
 ) -> History:
-    """Settlements and prices for [start_ms, end_ms); a clear error when nothing is covered."""
+    """Settlements and prices for [start_ms, end_ms); a clear error when nothing is covered.
+
+    ``keep_frame`` keeps every settlement before ``end_ms`` (for walk-forward training).
+    """
     if end_ms <= start_ms:
         raise BacktestDataError("empty range: --to must be after --from")
     root = resolve_data_dir(data_dir)
     df = _read_funding(root)
+    return history_from_frame(
+        df,
+        start_ms,
+        end_ms,
+        price_root=root,
+        where=str(root),
+        venues=venues,
+        symbols=symbols,
+        warmup_settlements=warmup_settlements,
+        keep_frame=keep_frame,
+    )
+
+
+def history_from_frame(
+    df: pd.DataFrame,
+    start_ms: int,
+    end_ms: int,
+    *,
+    price_root: Path | None,
+    where: str,
+    venues: list[str] | None = None,
+    symbols: list[str] | None = None,
+    warmup_settlements: int = 64,
+    keep_frame: bool = False,
+) -> History:
+    """A ``History`` from a normalised settlement table (shared data or the history store).
+
+    Prices come from the bars under ``price_root`` or, without it, from the mark prices the
+    settlements carry (as the collector stores them).
+    """
+    if end_ms <= start_ms:
+        raise BacktestDataError("empty range: --to must be after --from")
+    df = df.copy()
+    df["funding_time_utc"] = pd.to_datetime(df["funding_time_utc"], utc=True)
     if venues:
         df = df[df["exchange"].str.lower().isin([v.lower() for v in venues])]
+    hi = pd.Timestamp(end_ms, unit="ms", tz="UTC")
+    before_end = df[df["funding_time_utc"] < hi]
     warm_from = pd.Timestamp(start_ms - warmup_settlements * 8 * 3_600_000, unit="ms", tz="UTC")
     # a little before the warm-up so the first interval of each series is known
     lo = warm_from - pd.Timedelta(days=2)
-    hi = pd.Timestamp(end_ms, unit="ms", tz="UTC")
-    df = df[(df["funding_time_utc"] >= lo) & (df["funding_time_utc"] < hi)]
-    events, _errors = events_from_frame(df)
+    events, _errors = events_from_frame(before_end[before_end["funding_time_utc"] >= lo])
     if symbols:
         wanted = {s.upper() for s in symbols}
         events = [e for e in events if e.symbol in wanted]
@@ -174,11 +214,14 @@ def load_history(
         rng = f"{_iso(start_ms)} -> {_iso(end_ms)}"
         what = f" for venues {venues}" if venues else ""
         what += f" and symbols {symbols}" if symbols else ""
-        raise BacktestDataError(f"no funding settlements in {rng}{what} under {root}")
+        raise BacktestDataError(f"no funding settlements in {rng}{what} in {where}")
     prices: dict[str, PriceSeries] = {}
     notes: list[str] = []
     for symbol in sorted({e.symbol for e in funding}):
-        series = _8h_prices(root, symbol) or _daily_prices(root, symbol)
+        if price_root is not None:
+            series = _8h_prices(price_root, symbol) or _daily_prices(price_root, symbol)
+        else:
+            series = _mark_prices([e for e in events if e.symbol == symbol])
         if series is None:
             notes.append(f"{symbol}: no price bars; its settlements are skipped")
             continue
@@ -188,11 +231,106 @@ def load_history(
         prices[symbol] = series
         if not series.spot_is_real:
             notes.append(f"{symbol}: spot priced at the perpetual (no spot bars): zero basis")
-    notes.append("prices are Binance USD-M bars used for every venue (no cross-venue basis)")
+    if price_root is not None:
+        notes.append("prices are Binance USD-M bars used for every venue (no cross-venue basis)")
     funding = [e for e in funding if e.symbol in prices]
     if not funding:
-        raise BacktestDataError(f"no price bars for the symbols with funding in {root}")
-    return History(funding, warmup, prices, start_ms, end_ms, notes)
+        raise BacktestDataError(
+            f"no prices for the symbols with funding in {where}"
+            + ("" if price_root else " (settlements without mark prices: add --data PATH)")
+        )
+    frame = before_end if keep_frame else None
+    return History(funding, warmup, prices, start_ms, end_ms, notes, frame)
+
+
+def _mark_prices(events: list[FundingRate]) -> PriceSeries | None:
+    """Prices from the mark price stored with each settlement (first venue by name per time)."""
+    marks: dict[int, float] = {}
+    for e in sorted(events, key=lambda e: (e.ts_ms, e.venue)):
+        if e.mark_price is not None and e.ts_ms not in marks:
+            marks[e.ts_ms] = e.mark_price
+    if not marks:
+        return None
+    t = np.asarray(sorted(marks), dtype="int64")
+    p = np.asarray([marks[int(x)] for x in t], dtype="float64")
+    symbol = events[0].symbol
+    return PriceSeries(symbol, t, p, p.copy(), "mark prices stored with settlements", False)
+
+
+def read_store(nats_url: str, until_ms: int | None = None) -> list[FundingRate]:
+    """Settled funding from the JetStream history store (the collector, `hean data import`).
+
+    Logs in as ``HEAN_NATS_USER`` with ``HEAN_NATS_PASSWORD_FILE`` when they are set.
+    """
+    import asyncio
+    import os
+
+    from hean.bus.nats import NatsBus, NatsConnectError
+    from hean.history.store import read_funding
+
+    async def fetch() -> list[FundingRate]:
+        try:
+            bus = await NatsBus.connect(
+                nats_url,
+                "hean-backtest",
+                connect_timeout_s=5.0,
+                user=os.environ.get("HEAN_NATS_USER") or None,
+                password_file=os.environ.get("HEAN_NATS_PASSWORD_FILE") or None,
+            )
+        except NatsConnectError as exc:
+            raise BacktestDataError(f"history store at {nats_url}: {exc}") from None
+        try:
+            return await read_funding(bus.js, until_ms=until_ms, idle_timeout_s=2.0)
+        except BacktestDataError:
+            raise
+        except Exception as exc:
+            raise BacktestDataError(f"history store at {nats_url}: {exc!r}") from None
+        finally:
+            await bus.close()
+
+    events = asyncio.run(fetch())
+    if not events:
+        raise BacktestDataError(
+            f"history store at {nats_url} holds no settlements"
+            + (f" before {_iso(until_ms)}" if until_ms else "")
+            + " (fill it with the collector or `hean data import`)"
+        )
+    return events
+
+
+def history_from_store(
+    events: list[FundingRate],
+    nats_url: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    price_dir: str | Path | None = None,
+    venues: list[str] | None = None,
+    symbols: list[str] | None = None,
+    warmup_settlements: int = 64,
+    keep_frame: bool = False,
+) -> History:
+    from hean.history.store import events_to_frame
+
+    root = resolve_prices_dir(price_dir) if price_dir else None
+    return history_from_frame(
+        events_to_frame(events, source="store"),
+        start_ms,
+        end_ms,
+        price_root=root,
+        where=f"the history store at {nats_url}",
+        venues=venues,
+        symbols=symbols,
+        warmup_settlements=warmup_settlements,
+        keep_frame=keep_frame,
+    )
+
+
+def resolve_prices_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise BacktestDataError(f"price directory not found: {p}")
+    return p
 
 
 def _iso(ms: int) -> str:

@@ -1,16 +1,23 @@
-"""Replays history through the live strategy-engine logic and a paper portfolio.
+"""Replays history through the live trading services on the in-memory bus.
 
-The strategy is built from the same registry and hosted by the same ``StrategyEngineLogic``
-as the live service, so its signals pass the same checks; forecasts come from the live
-``FundingPredictorLogic`` with the shipped model, spreads from the collector's own spread
-function. Time is the replayed data's: at each timestamp, prices first, then settlements
-(funding is charged on positions held through them), then the derived spreads and forecasts,
-then the signals they cause are filled and their risk decisions fed back. Nothing later than
-the current timestamp is visible to anything.
+Nothing is re-implemented for the backtest: the strategy is built from the live registry and
+hosted by ``StrategyEngineLogic``; forecasts come from ``FundingPredictorLogic``; every signal
+is decided by the risk-killswitch's ``RiskEngine`` (the same limits, latch, stop-losses and
+loss-streak halts as live); approved intents are executed by the order-router's ``Executor``
+against its ``PaperVenue``s (fees, book walking, slippage, multi-leg unwinds) and booked in its
+``Ledger`` (positions, realised PnL, fees, funding). See ``hean.backtest.stack``.
+
+Time is the replayed data's (a ``SimClock``). At each timestamp: risk publishes its state;
+prices are published as a synthetic order book and a price tick per venue (``costs.BookModel``);
+settlements are published as settled ``FundingRate``s (the router charges funding on open
+positions at that venue's real settlement times); then the derived spreads and forecasts.
+Whatever the services do in reaction happens before the clock moves on. Nothing later than the
+current timestamp is visible to anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,22 +25,22 @@ from itertools import groupby
 from typing import Any
 
 from hean.backtest.baselines import NaiveCarry, NaiveSpread
+from hean.backtest.costs import CostModel
 from hean.backtest.data import BacktestDataError, History
-from hean.backtest.portfolio import CostModel, Limits, Portfolio, Trade
+from hean.backtest.stack import LiveStack, Record
 from hean.marketdata.spreads import Quote, SpreadParams, all_spreads
+from hean.risk.limits import RiskLimits
 from hean.strategies import build as build_strategy
 from hean.strategies import canonical_name
 from hean.strategies.base import Strategy
 from hean_proto.events import (
     CascadeForecast,
+    Event,
     FundingForecast,
     FundingRate,
     FundingSpread,
     PriceTick,
-    RiskDecision,
-    Signal,
 )
-from hean_services.strategy_engine.logic import StrategyEngineLogic
 
 log = logging.getLogger("hean.backtest")
 
@@ -45,20 +52,46 @@ class BacktestConfig:
     strategy: str
     capital: float = 10_000.0
     costs: CostModel = field(default_factory=CostModel)
-    limits: Limits = field(default_factory=Limits)
+    risk: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``RiskLimits`` fields; the live defaults otherwise."""
     strategy_config: dict[str, Any] | None = None
     spread_horizon_hours: float = 72.0
     baseline: bool = True
+    walk_forward: Any = None
+    """A ``walkforward.WalkForward`` to retrain the funding model per window, or None."""
+
+    def limits(self, strategy: Strategy | None = None) -> RiskLimits:
+        """Live defaults, the capital, a strategy's raised size cap, then explicit overrides."""
+        fields: dict[str, Any] = {"capital_usd": self.capital}
+        cap = getattr(getattr(strategy, "config", None), "max_size_frac", None)
+        if cap is not None and cap > RiskLimits.max_trade_frac:
+            fields["max_trade_frac"] = cap
+        fields.update(self.risk)
+        try:
+            return RiskLimits(**fields)
+        except TypeError as exc:
+            raise ValueError(f"unknown risk limit: {exc}") from None
 
 
 @dataclass
 class Replay:
-    portfolio: Portfolio
+    stack: LiveStack
     equity_ms: list[int]
     equity_usd: list[float]
-    signals: list[Signal]
     events: int
     model_version: str | None = None
+    models: list[dict[str, Any]] = field(default_factory=list)
+    """Walk-forward: which model served which window."""
+    ref_prices: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    """(venue, symbol, time) -> the recorded price the synthetic book was built around."""
+
+    @property
+    def record(self) -> Record:
+        return self.stack.record
+
+    @property
+    def signals(self):
+        return self.stack.record.signals
 
 
 @dataclass
@@ -68,13 +101,25 @@ class BacktestResult:
     replay: Replay
     baseline: Replay | None
 
-    @property
-    def trades(self) -> list[Trade]:
-        return self.replay.portfolio.closed + self.replay.portfolio.open
+
+def _timeline(history: History) -> list[tuple[int, int, object]]:
+    """(time, order, item): price bars (order 0) before settlements (order 1) at equal times."""
+    items: list[tuple[int, int, object]] = []
+    for e in history.funding:
+        items.append((e.ts_ms, 1, e))
+    for symbol, series in history.prices.items():
+        first = series.at(history.start_ms)
+        if first is not None:
+            items.append((history.start_ms, 0, (symbol, *first)))
+        for t, perp, spot in zip(series.times_ms, series.perp, series.spot, strict=True):
+            if history.start_ms < t < history.end_ms:
+                items.append((int(t), 0, (symbol, float(perp), float(spot))))
+    items.sort(key=lambda x: (x[0], x[1]))
+    return items
 
 
-class _Forecasts:
-    """The live funding predictor, warmed up on settlements before the range."""
+class _Predictor:
+    """The live funding predictor with the shipped model, warmed up before the range."""
 
     def __init__(self, warmup: list[FundingRate]) -> None:
         from hean.ml.funding.model import DEFAULT_DIR, FundingForecaster
@@ -83,30 +128,6 @@ class _Forecasts:
         self.logic = FundingPredictorLogic(FundingForecaster.load(DEFAULT_DIR))
         for e in warmup:
             self.logic.add_settlement(e.venue, e.symbol, e.ts_ms, e.rate, e.interval_hours)
-        self.version = self.logic.forecaster.version if self.logic.forecaster else None
-
-    def step(self, settled: list[FundingRate], now_ms: int) -> list[FundingForecast]:
-        for e in settled:
-            self.logic.on_event(e, now_ms)
-        return [f for f in self.logic.on_tick(now_ms) if isinstance(f, FundingForecast)]
-
-
-def _timeline(history: History) -> list[tuple[int, int, object]]:
-    """(time, order, item): price bars (order 0) before settlements (order 1) at equal times."""
-    items: list[tuple[int, int, object]] = []
-    venues_of: dict[str, set[str]] = {}
-    for e in history.funding:
-        venues_of.setdefault(e.symbol, set()).add(e.venue)
-        items.append((e.ts_ms, 1, e))
-    for symbol, series in history.prices.items():
-        first = series.at(history.start_ms)
-        if first is not None:
-            items.append((history.start_ms, 0, (symbol, *first, venues_of.get(symbol, set()))))
-        for t, perp, spot in zip(series.times_ms, series.perp, series.spot, strict=True):
-            if history.start_ms < t < history.end_ms:
-                items.append((int(t), 0, (symbol, float(perp), float(spot), venues_of[symbol])))
-    items.sort(key=lambda x: (x[0], x[1]))
-    return items
 
 
 def replay(
@@ -115,77 +136,100 @@ def replay(
     cfg: BacktestConfig,
     progress: Progress | None = None,
 ) -> Replay:
+    return asyncio.run(_replay(history, strategy, cfg, progress))
+
+
+async def _replay(
+    history: History, strategy: Strategy, cfg: BacktestConfig, progress: Progress | None
+) -> Replay:
     needs = set(strategy.inputs)
     if CascadeForecast in needs:
         raise BacktestDataError(
             f"{strategy.name} needs CascadeForecast events; this history has no event-level "
             "liquidations to produce them from (see the data README, 'What is missing')"
         )
-    engine = StrategyEngineLogic([strategy])
-    portfolio = Portfolio(cfg.capital, cfg.costs, cfg.limits)
-    forecasts = _Forecasts(history.warmup) if FundingForecast in needs else None
+    venues = sorted({e.venue for e in history.funding} | {e.venue for e in history.warmup})
+    symbols = sorted(history.prices)
+    predictor = _Predictor(history.warmup) if FundingForecast in needs else None
+    stack = LiveStack(
+        [strategy],
+        venues,
+        cfg.limits(strategy),
+        cfg.costs,
+        history.start_ms,
+        predictor.logic if predictor else None,
+    )
+    await stack.start()
+    out = Replay(stack, [], [], 0)
+    if predictor is not None:
+        fc = predictor.logic.forecaster
+        out.model_version = fc.version if fc else None
+    wf = cfg.walk_forward
     quotes: dict[tuple[str, str], Quote] = {}
     for e in history.warmup:
         quotes[(e.venue, e.symbol)] = _quote(e, cfg.costs)
     params = SpreadParams(cfg.spread_horizon_hours, cfg.costs.slip_bps("default"))
-    out = Replay(portfolio, [], [], [], 0, forecasts.version if forecasts else None)
+    prices: dict[str, tuple[float, float]] = {}
 
-    def feed(event: object, now_ms: int) -> None:
-        out.events += 1
-        for sig in engine.on_event(event, now_ms):
-            if not isinstance(sig, Signal):
+    async def market(t: int) -> None:
+        # every book before any tick: risk checks stop-losses on ticks, and a unit whose legs
+        # are on two venues must not look unhedged because one venue's price came first
+        books: list[Event] = []
+        ticks: list[Event] = []
+        for symbol in symbols:
+            if symbol not in prices:
                 continue
-            out.signals.append(sig)
-            why = portfolio.execute(sig, now_ms)
-            decision = RiskDecision(
-                ts_ms=now_ms,
-                signal_id=sig.id,
-                strategy=sig.strategy,
-                symbol=sig.symbol,
-                approved=why is None,
-                reasons=[why] if why else [],
-            )
-            engine.on_event(decision, now_ms)
+            perp, spot = prices[symbol]
+            for venue in venues:
+                books.append(cfg.costs.book.book(venue, symbol, perp, t))
+                ticks.append(PriceTick(ts_ms=t, venue=venue, symbol=symbol, mark=perp, index=spot))
+                out.ref_prices[(venue, symbol, t)] = perp
+        events = books + ticks
+        out.events += len(events)
+        await stack.publish(events)
 
     items = _timeline(history)
     total = len(items)
     done = 0
     for t, group in groupby(items, key=lambda x: x[0]):
         batch = list(group)
+        stack.clock.set(t)
+        if wf is not None and predictor is not None:
+            wf.maybe_retrain(t, predictor.logic, out)
+        await stack.tick(stack.risk)  # the risk state the router's gate needs, fresh
         settled: list[FundingRate] = []
         for _, order, item in batch:
             if order == 0:
-                symbol, perp, spot, venues = item  # type: ignore[misc]
-                portfolio.set_price(symbol, perp, spot)
-                if PriceTick in needs:
-                    for venue in sorted(venues):
-                        tick = PriceTick(ts_ms=t, venue=venue, symbol=symbol, mark=perp, index=spot)
-                        feed(tick, t)
+                symbol, perp, spot = item  # type: ignore[misc]
+                prices[symbol] = (perp, spot)
             else:
-                e: FundingRate = item  # type: ignore[assignment]
-                portfolio.settle_funding(e.venue, e.symbol, e.rate)
-                settled.append(e)
-        for e in settled:
-            quotes[(e.venue, e.symbol)] = _quote(e, cfg.costs)
-            if FundingRate in needs:
-                feed(e, t)
+                settled.append(item)  # type: ignore[arg-type]
+        await market(t)
+        if settled:
+            out.events += len(settled)
+            await stack.publish(settled)
+            for e in settled:
+                quotes[(e.venue, e.symbol)] = _quote(e, cfg.costs)
         if settled and FundingSpread in needs:
-            symbols = {e.symbol for e in settled}
-            live = [q for q in quotes.values() if q.symbol in symbols]
-            for s in all_spreads(live, params, t):
-                feed(s, t)
-        if settled and forecasts is not None:
-            for f in forecasts.step(settled, t):
-                feed(f, t)
+            changed = {e.symbol for e in settled}
+            live = [q for q in quotes.values() if q.symbol in changed]
+            spreads = all_spreads(live, params, t)
+            out.events += len(spreads)
+            await stack.publish(spreads)
+        if settled and predictor is not None:
+            await stack.tick(predictor.logic)
         out.equity_ms.append(t)
-        out.equity_usd.append(portfolio.equity())
+        out.equity_usd.append(stack.equity())
         done += len(batch)
         if progress is not None:
             progress(done, total)
-    end = out.equity_ms[-1] if out.equity_ms else history.end_ms
-    portfolio.close_all(end, "end of backtest")
+    end = out.equity_ms[-1] if out.equity_ms else history.start_ms
+    stack.clock.set(end)
+    await stack.tick(stack.risk)
+    await market(end)
+    await stack.flatten("end-of-backtest")
     out.equity_ms.append(end)
-    out.equity_usd.append(portfolio.equity())
+    out.equity_usd.append(stack.equity())
     return out
 
 
@@ -195,7 +239,7 @@ def _quote(e: FundingRate, costs: CostModel) -> Quote:
         symbol=e.symbol,
         rate=e.rate,
         interval_hours=e.interval_hours,
-        taker_fee=costs.fee_bps(e.venue, "perp") / 1e4,
+        taker_fee=costs.fee_bps(e.venue) / 1e4,
         ts_ms=e.ts_ms,
     )
 
@@ -206,7 +250,8 @@ def run_backtest(
     """The strategy and, when asked, its naive baseline over the same history and costs."""
     name = canonical_name(cfg.strategy)
     strategy = build_strategy(name, cfg.strategy_config)
-    size = getattr(getattr(strategy, "config", None), "size_frac", cfg.limits.max_size_frac)
+    conf = getattr(strategy, "config", None)
+    size = getattr(conf, "size_frac", 0.02)
     main = replay(history, strategy, cfg, progress)
     base = None
     if cfg.baseline:
@@ -214,7 +259,9 @@ def run_backtest(
         if FundingSpread in strategy.inputs:
             naive = NaiveSpread(size)
         elif FundingForecast in strategy.inputs or FundingRate in strategy.inputs:
-            naive = NaiveCarry(size)
+            perp_hedge = getattr(conf, "hedge", "spot") == "perp"
+            naive = NaiveCarry(size, getattr(conf, "hedge_venue", None) if perp_hedge else None)
         if naive is not None:
-            base = replay(history, naive, cfg)
+            base_cfg = BacktestConfig(**{**cfg.__dict__, "walk_forward": None})
+            base = replay(history, naive, base_cfg)
     return BacktestResult(cfg, history, main, base)

@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hean.backtest.accounts import accounts
 from hean.backtest.engine import BacktestResult, Replay
+from hean.strategies import build as build_strategy
+from hean.strategies import canonical_name
 
 DAY_MS = 86_400_000
 
@@ -40,7 +43,7 @@ def daily_equity(r: Replay, start_ms: int, end_ms: int, capital: float) -> pd.Se
 
 
 def metrics(r: Replay, start_ms: int, end_ms: int, capital: float) -> dict[str, object]:
-    p = r.portfolio
+    a = accounts(r, capital)
     eq = np.asarray(r.equity_usd, dtype=float) if r.equity_usd else np.asarray([capital])
     final = float(eq[-1])
     total = final / capital - 1.0
@@ -55,16 +58,15 @@ def metrics(r: Replay, start_ms: int, end_ms: int, capital: float) -> dict[str, 
     dd = (np.concatenate([[capital], eq]) - peak) / peak
     monthly = daily.resample("ME").last()
     prev = monthly.shift(1).fillna(capital)
-    trades = p.closed + p.open
     annualised = (1 + total) ** (365.0 / days) - 1 if total > -1 else -1.0
     return {
         "capital_usd": capital,
         "final_equity_usd": round(final, 6),
-        "pnl_usd": round(final - capital, 6),
-        "funding_usd": round(p.funding_usd, 6),
-        "price_pnl_usd": round(p.price_pnl_usd(), 6),
-        "fees_usd": round(p.fees_usd, 6),
-        "slippage_usd": round(p.slippage_usd, 6),
+        "pnl_usd": round(a.pnl_usd, 6),
+        "funding_usd": round(a.funding_usd, 6),
+        "price_pnl_usd": round(a.price_pnl_usd, 6),
+        "fees_usd": round(a.fees_usd, 6),
+        "slippage_usd": round(a.slippage_usd, 6),
         "total_return_frac": total,
         "annualised_return_frac": annualised,
         "monthly_return_frac": {
@@ -74,11 +76,17 @@ def metrics(r: Replay, start_ms: int, end_ms: int, capital: float) -> dict[str, 
         "sharpe": mean / sd * math.sqrt(365) if sd > 0 else 0.0,
         "sortino": mean / dsd * math.sqrt(365) if dsd > 0 else 0.0,
         "max_drawdown_frac": float(-dd.min()),
-        "trades": len(trades),
+        "trades": a.trades,
+        "orders_filled": len(r.record.fills),
         "signals": len(r.signals),
-        "turnover_usd": round(p.turnover_usd, 6),
-        "turnover_x_capital": p.turnover_usd / capital,
-        "rejected": dict(p.rejections),
+        "turnover_usd": round(a.turnover_usd, 6),
+        "turnover_x_capital": a.turnover_usd / capital,
+        "rejected": a.rejections,
+        "refused_by_router": a.refusals,
+        "leg_failures": a.leg_failures,
+        "units_unwound": a.unwinds,
+        "unwind_cost_usd": round(a.unwind_cost_usd, 6),
+        "halts": a.halts,
         "events_replayed": r.events,
     }
 
@@ -97,6 +105,7 @@ def buy_and_hold(result: BacktestResult) -> dict[str, object]:
 
 def summary(result: BacktestResult) -> dict[str, object]:
     h, c = result.history, result.config
+    limits = c.limits(build_strategy(canonical_name(c.strategy), c.strategy_config))
     out: dict[str, object] = {
         "strategy": c.strategy,
         "range": {"from": _iso(h.start_ms), "to": _iso(h.end_ms)},
@@ -104,22 +113,22 @@ def summary(result: BacktestResult) -> dict[str, object]:
         "costs": {
             "liquidity": c.costs.liquidity,
             "slippage_bps_override": c.costs.slippage_bps,
+            "book_model": c.costs.book.describe(),
+            "leg_failure_prob": c.costs.leg_failure_prob,
+            "seed": c.costs.seed,
             "venues": {
-                v: {
-                    "fee_bps_perp": c.costs.fee_bps(v, "perp"),
-                    "fee_bps_spot": c.costs.fee_bps(v, "spot"),
-                    "slippage_bps": c.costs.slip_bps(v),
-                }
+                v: {"fee_bps": c.costs.fee_bps(v), "slippage_bps": c.costs.slip_bps(v)}
                 for v in sorted({e.venue for e in h.funding})
             },
         },
-        "limits": {
-            "max_size_frac": c.limits.max_size_frac,
-            "max_gross_frac": c.limits.max_gross_frac,
+        "risk_limits": {
+            k: getattr(limits, k)
+            for k in limits.__dataclass_fields__  # type: ignore[attr-defined]
         },
         "strategy_config": c.strategy_config or {},
         "coverage": h.coverage(),
         "model_version": result.replay.model_version,
+        "walk_forward_models": result.replay.models,
         "result": metrics(result.replay, h.start_ms, h.end_ms, c.capital),
         "buy_and_hold": buy_and_hold(result),
     }
@@ -131,49 +140,46 @@ def summary(result: BacktestResult) -> dict[str, object]:
 
 
 def write_trades_csv(result: BacktestResult, path: Path) -> None:
-    prices = result.replay.portfolio.prices
+    """One row per executed unit (entry, exit, stop exit, final flatten) with its legs."""
+    a = accounts(result.replay, result.config.capital)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
             [
-                "id",
+                "intent_id",
+                "time_utc",
+                "kind",
                 "symbol",
-                "opened_utc",
-                "closed_utc",
                 "legs",
-                "notional_usd_per_leg",
-                "funding_usd",
-                "price_pnl_usd",
+                "notional_usd",
                 "fees_usd",
                 "slippage_usd",
-                "pnl_usd",
-                "entry_reason",
-                "exit_reason",
+                "status",
+                "unwound",
+                "unwind_cost_usd",
+                "reason",
             ]
         )
-        for t in result.trades:
-            price = t.price_pnl(prices)
+        for row in a.rows:
             legs = " | ".join(
-                f"{'long' if x.qty > 0 else 'short'} {x.instrument} {x.venue} "
-                f"{abs(x.qty):.6g} @ {x.entry_price:.6g}"
-                + (f" -> {x.exit_price:.6g}" if x.exit_price is not None else "")
-                for x in t.legs
+                f"{f.side} {f.qty:.6g} {f.venue} {f.symbol} @ {f.price:.6g}"
+                + (" (unwind)" if f.client_order_id.startswith("U") else "")
+                for f in row.fills
             )
             w.writerow(
                 [
-                    t.id,
-                    t.symbol,
-                    _iso(t.opened_ms),
-                    _iso(t.closed_ms) if t.closed_ms is not None else "",
+                    row.intent_id,
+                    _iso(row.ts_ms),
+                    row.kind,
+                    row.symbol,
                     legs,
-                    f"{t.notional_usd:.6f}",
-                    f"{t.funding_usd:.6f}",
-                    f"{price:.6f}",
-                    f"{t.fees_usd:.6f}",
-                    f"{t.slippage_usd:.6f}",
-                    f"{t.funding_usd + price - t.fees_usd - t.slippage_usd:.6f}",
-                    t.reason,
-                    t.exit_reason,
+                    f"{row.notional_usd:.6f}",
+                    f"{row.fees_usd:.6f}",
+                    f"{row.slippage_usd:.6f}",
+                    row.status,
+                    row.unwound,
+                    f"{row.unwind_cost_usd:.6f}",
+                    row.reason,
                 ]
             )
 
@@ -205,7 +211,8 @@ def plot(result: BacktestResult, path: Path) -> bytes:
     ax1.legend(loc="best")
     ax1.set_title(
         f"{result.config.strategy}: {_iso(result.history.start_ms)[:10]} to "
-        f"{_iso(result.history.end_ms)[:10]} (fees, slippage and funding charged)"
+        f"{_iso(result.history.end_ms)[:10]} (fees, slippage and funding charged)",
+        fontsize=10,
     )
     ax2.fill_between(times, (eq - peak) / peak * 100, 0, color="tab:red", alpha=0.4)
     ax2.set_ylabel("drawdown (%)")

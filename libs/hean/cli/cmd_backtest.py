@@ -29,11 +29,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--slippage-model",
         default="venue",
-        help="'venue' (each venue's bps per fill) or 'bps:N' (N bps per fill everywhere)",
+        help="synthetic book for paper fills: 'venue' (each venue's 2 bps per fill), 'bps:N' "
+        "(N bps per fill), or 'book:H:USD[:STEP[:LEVELS]]' (best level H bps from the recorded "
+        "price, LEVELS levels of USD notional STEP bps apart)",
     )
+    p.add_argument(
+        "--leg-failure",
+        type=float,
+        default=0.0,
+        help="probability that a venue refuses one leg of a new unit (0..1); the live router "
+        "then unwinds the other legs",
+    )
+    p.add_argument("--seed", type=int, default=7, help="seed of the leg-failure draws")
     p.add_argument("--config", help="strategy settings as JSON, e.g. '{\"hold_hours\": 96}'")
-    p.add_argument("--max-gross", type=float, default=1.0, help="gross exposure cap x equity")
+    p.add_argument(
+        "--risk",
+        help="risk limits as JSON (RiskLimits fields), e.g. '{\"max_loss_streak\": 20}'; "
+        "default: the risk service's defaults",
+    )
+    p.add_argument("--max-gross", type=float, help="gross exposure cap x equity (risk default 0.5)")
     p.add_argument("--data", help="data directory (default: $HEAN_DATA_DIR)")
+    p.add_argument(
+        "--from-store",
+        metavar="NATS_URL",
+        help="read settlements from the JetStream history store instead of --data; prices from "
+        "--data/$HEAN_DATA_DIR when given, else from the mark prices stored with settlements",
+    )
+    p.add_argument(
+        "--walk-forward",
+        action="store_true",
+        help="retrain the funding model before each window on data before it only",
+    )
+    p.add_argument("--wf-window-days", type=float, default=30.0, help="walk-forward window")
+    p.add_argument(
+        "--wf-epochs", type=int, default=3, help="epochs per walk-forward retraining (default 3)"
+    )
+    p.add_argument(
+        "--wf-max-train", type=int, default=20_000, help="sequences per epoch when retraining"
+    )
     p.add_argument("--out", help="output directory (default: backtests/<strategy>-<range>)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG and HTML report")
     p.add_argument("--no-baseline", action="store_true", help="skip the naive baseline run")
@@ -46,18 +79,6 @@ def _ms(text: str) -> int:
     ts = pd.Timestamp(text)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.value // 1_000_000)
-
-
-def _slippage(text: str) -> float | None:
-    if text == "venue":
-        return None
-    kind, _, value = text.partition(":")
-    if kind != "bps" or not value:
-        raise ValueError(f"--slippage-model {text!r}: expected 'venue' or 'bps:N'")
-    bps = float(value)
-    if not 0 <= bps <= 1000:
-        raise ValueError(f"--slippage-model {text!r}: bps must be within 0..1000")
-    return bps
 
 
 class _Progress:
@@ -84,10 +105,24 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _json(text: str | None, flag: str) -> dict | None:
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    from hean.backtest import BacktestConfig, BacktestDataError, load_history, run_backtest
-    from hean.backtest.data import data_end_ms
-    from hean.backtest.portfolio import CostModel, Limits
+    from hean.backtest import BacktestConfig, BacktestDataError, run_backtest
+    from hean.backtest.costs import CostModel, parse_slippage_model
+    from hean.backtest.data import (
+        data_end_ms,
+        history_from_store,
+        load_history,
+        read_store,
+    )
     from hean.backtest.report import write_outputs
     from hean.strategies import STRATEGIES, canonical_name
 
@@ -96,29 +131,64 @@ def run(args: argparse.Namespace) -> int:
         print(f"hean backtest: unknown strategy {args.strategy!r}; known: {', '.join(STRATEGIES)}")
         return 2
     data = args.data or os.environ.get("HEAN_DATA_DIR")
+    venues = args.venues.split(",") if args.venues else None
+    symbols = args.symbols.split(",") if args.symbols else None
     try:
-        slippage = _slippage(args.slippage_model)
-        config = json.loads(args.config) if args.config else None
-        if config is not None and not isinstance(config, dict):
-            raise ValueError("--config must be a JSON object")
-        end = _ms(args.end) if args.end else data_end_ms(data) + 1
-        start = _ms(args.start) if args.start else end - args.days * DAY_MS
-        history = load_history(
-            data,
-            start,
-            end,
-            venues=args.venues.split(",") if args.venues else None,
-            symbols=args.symbols.split(",") if args.symbols else None,
-        )
-        limits_cap = (config or {}).get("max_size_frac", 0.02)
+        slippage, book = parse_slippage_model(args.slippage_model)
+        config = _json(args.config, "--config")
+        risk = _json(args.risk, "--risk") or {}
+        if args.max_gross is not None:
+            risk["max_gross_exposure_frac"] = args.max_gross
+        if args.from_store:
+            until = _ms(args.end) if args.end else None
+            events = read_store(args.from_store, until)
+            end = until or max(e.ts_ms for e in events) + 1
+            start = _ms(args.start) if args.start else end - args.days * DAY_MS
+            history = history_from_store(
+                events,
+                args.from_store,
+                start,
+                end,
+                price_dir=data,
+                venues=venues,
+                symbols=symbols,
+                keep_frame=args.walk_forward,
+            )
+        else:
+            end = _ms(args.end) if args.end else data_end_ms(data) + 1
+            start = _ms(args.start) if args.start else end - args.days * DAY_MS
+            history = load_history(
+                data, start, end, venues=venues, symbols=symbols, keep_frame=args.walk_forward
+            )
+        walk = None
+        if args.walk_forward:
+            from hean.backtest.walkforward import WalkForward, small_config
+            from hean.strategies import build
+            from hean_proto.events import FundingForecast
+
+            if FundingForecast not in build(name, config).inputs:
+                raise ValueError(f"--walk-forward: {name} uses no model")
+            train = small_config()
+            train.epochs = args.wf_epochs
+            train.max_train = args.wf_max_train
+            assert history.frame is not None
+            walk = WalkForward(history.frame, history.start_ms, args.wf_window_days, train)
         cfg = BacktestConfig(
             strategy=name,
             capital=args.capital,
-            costs=CostModel(liquidity=args.fees, slippage_bps=slippage),
-            limits=Limits(max_size_frac=limits_cap, max_gross_frac=args.max_gross),
+            costs=CostModel(
+                liquidity=args.fees,
+                slippage_bps=slippage,
+                book=book,
+                leg_failure_prob=args.leg_failure,
+                seed=args.seed,
+            ),
+            risk=risk,
             strategy_config=config,
             baseline=not args.no_baseline,
+            walk_forward=walk,
         )
+        cfg.limits()  # unknown or out-of-range risk limits fail here, before the replay
         result = run_backtest(history, cfg, _Progress(f"backtest {name}"))
     except (BacktestDataError, ValueError, json.JSONDecodeError) as exc:
         print(f"hean backtest: {exc}")
@@ -155,8 +225,11 @@ def render(s: dict) -> str:
         f"fees -{r['fees_usd']:,.2f}  slippage -{r['slippage_usd']:,.2f}",
         f"  Sharpe {r['sharpe']:.2f}  Sortino {r['sortino']:.2f}  "
         f"max drawdown {r['max_drawdown_frac'] * 100:.3f} %",
-        f"  trades {r['trades']}  turnover {r['turnover_x_capital']:.2f}x capital  "
-        f"rejected {r['rejected'] or 'none'}",
+        f"  trades {r['trades']} ({r['orders_filled']} fills)  "
+        f"turnover {r['turnover_x_capital']:.2f}x capital",
+        f"  risk rejections: {r['rejected'] or 'none'}",
+        f"  legs refused by a venue {r['leg_failures']}, units unwound {r['units_unwound']} "
+        f"(cost {r['unwind_cost_usd']:.2f} USD); halts: {'; '.join(r['halts']) or 'none'}",
         "  monthly: "
         + ", ".join(f"{k} {v * 100:+.3f} %" for k, v in r["monthly_return_frac"].items()),
     ]
@@ -170,6 +243,14 @@ def render(s: dict) -> str:
     lines.append(
         f"buy and hold (perps, equal weight, no costs): {bh['total_return_frac'] * 100:+.2f} %"
     )
+    for m in s.get("walk_forward_models") or []:
+        lines.append(
+            f"model {m['version']} from {m['from_utc']} (trained on {m['trained_on_rows']} "
+            f"settlements before it, {m['train_config']['epochs']} epochs)"
+        )
+    if not s.get("walk_forward_models") and s.get("model_version"):
+        lines.append(f"model {s['model_version']} (shipped)")
+    lines.append(f"book model: {s['costs']['book_model']}")
     for note in s["coverage"]["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
