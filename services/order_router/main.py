@@ -53,6 +53,8 @@ class Settings(ServiceSettings, kw_only=True):
     lookup_delay_s: NonNeg = 0.2
     max_intent_age_s: Positive = 30.0
     reconcile_s: Positive = 30.0
+    funding_poll_s: Positive = 60.0
+    """Live: how often the venues are asked for the funding they paid or charged."""
     stop_grace_s: NonNeg = 10.0
     taker_fee_bps: NonNeg = 5.5
     taker_fee_bps_by_venue: dict[str, float] = {}
@@ -246,6 +248,24 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
             except Exception:
                 log.exception("housekeeping failed; retrying")
 
+    async def funding(ctx: ServiceContext) -> None:
+        """Live: book the venues' own funding payments into the ledger."""
+        if not settings.live:
+            return  # paper positions are charged from the published rates (logic)
+        while not ctx.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.stopping.wait(), settings.funding_poll_s)
+            executor: Executor | None = state["executor"]
+            if executor is None or ctx.stopping.is_set():
+                continue
+            try:
+                n = await executor.collect_funding()
+            except Exception:
+                log.exception("collecting funding payments failed; retrying")
+            else:
+                if n:
+                    log.info("booked %d funding payments from the venues", n)
+
     async def stop(ctx: ServiceContext) -> None:
         for sub in state["subs"][:2]:
             await sub.stop()
@@ -258,8 +278,13 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
                 await asyncio.wait([running])
         for sub in state["subs"][2:]:
             await sub.stop()
+        executor: Executor | None = state["executor"]
+        if executor is not None and settings.live:
+            for client in executor.venues.values():
+                with contextlib.suppress(Exception):
+                    await client.close()
 
-    return ServiceApp(logic=logic, on_start=[start], tasks=[housekeeping], on_stop=[stop])
+    return ServiceApp(logic=logic, on_start=[start], tasks=[housekeeping, funding], on_stop=[stop])
 
 
 async def _check_positions(ctx: ServiceContext, executor: Executor) -> None:

@@ -98,6 +98,8 @@ class Executor:
         self.config = config or ExecConfig()
         self.metrics = metrics or ExecMetrics()
         self._lock = asyncio.Lock()
+        self._traded: set[str] = set()
+        """Venues with fills since their funding payments were last collected."""
 
     async def save(self) -> None:
         self.book.prune(self.clock.now_ms())
@@ -301,6 +303,7 @@ class Executor:
                 )
                 events.append(fill)
                 events.append(self.book.ledger.apply_fill(fill))
+                self._traded.add(order.venue)
                 order.fee_usd = result.fee_usd
             order.filled_qty = result.filled_qty
             order.avg_price = result.avg_price or order.avg_price
@@ -495,6 +498,52 @@ class Executor:
                 await self._place(f"flatten-{tag}", leg, role="flatten")
                 sent += 1
             return sent
+
+    # ------------------------------------------------------------------ funding
+
+    async def collect_funding(self) -> int:
+        """Book the funding the venues paid or charged on our positions; returns how many.
+
+        Live positions are charged by the venue, so the ledger takes the venue's own amounts
+        (``fetch_funding_payments``) rather than estimating them from rates. Venues are asked
+        about every symbol held now or traded since the last collection; a venue that does not
+        answer is asked again next time, and a payment is never booked twice.
+        """
+        async with self._lock:
+            ledger = self.book.ledger
+            traded, self._traded = self._traded, set()
+            booked = 0
+            events: list[Event] = []
+            for venue, client in self.venues.items():
+                books = [
+                    p
+                    for p in ledger.positions.values()
+                    if p.venue == venue and (p.qty or venue in traded)
+                ]
+                for pos in books:
+                    since = max(pos.last_funding_ms + 1, pos.opened_ms)
+                    try:
+                        paid = await asyncio.wait_for(
+                            client.fetch_funding_payments(pos.symbol, since or None),
+                            self.config.order_timeout_s,
+                        )
+                    except (TimeoutError, VenueError) as exc:
+                        log.warning("funding payments of %s %s: %s", venue, pos.symbol, exc)
+                        self._traded.add(venue)
+                        continue
+                    for p in sorted(paid, key=lambda p: p.ts_ms):
+                        if p.symbol != pos.symbol:
+                            continue
+                        out = ledger.book_payment(
+                            venue, p.symbol, p.amount_usd, p.ts_ms, self.clock.now_ms(), p.rate
+                        )
+                        if out is not None:
+                            events.extend(out)
+                            booked += 1
+            if booked:
+                await self.save()
+                await self.emit(events)
+            return booked
 
     # ------------------------------------------------------------------ recovery
 

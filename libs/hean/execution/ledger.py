@@ -27,6 +27,8 @@ class PositionBook(msgspec.Struct, kw_only=True):
     fees_usd: float = 0.0
     funding_usd: float = 0.0
     last_funding_ms: int = 0
+    opened_ms: int = 0
+    """When the position last went from flat to open (the fill's time, the venue's clock)."""
 
     @property
     def unrealized_usd(self) -> float:
@@ -110,6 +112,8 @@ class Ledger(msgspec.Struct, kw_only=True):
 
     def apply_fill(self, fill: Fill) -> Position:
         book = self.position(fill.venue, fill.symbol)
+        if not book.qty:
+            book.opened_ms = fill.ts_ms
         book.apply(fill.side, fill.qty, fill.price, fill.fee_usd)
         self.applied[fill.client_order_id] = self.applied.get(fill.client_order_id, 0.0) + fill.qty
         self.fills += 1
@@ -142,6 +146,45 @@ class Ledger(msgspec.Struct, kw_only=True):
             position_qty=book.qty,
             mark_price=mark,
             amount_usd=amount,
+            funding_time_ms=funding_time_ms,
+        )
+        return payment, book.event(ts_ms)
+
+    def book_payment(
+        self,
+        venue: str,
+        symbol: str,
+        amount_usd: float,
+        funding_time_ms: int,
+        ts_ms: int,
+        rate: float | None = None,
+    ) -> tuple[FundingPayment, Position] | None:
+        """Book a payment the venue reports (live trading): its own amount, each settlement once.
+
+        Payments before the position was opened belong to someone else's trading on the same
+        account and are left out. Returns nothing for those and for a settlement already booked.
+        """
+        book = self.positions.get(self.key(venue, symbol))
+        if book is None or not math.isfinite(amount_usd):
+            return None
+        if funding_time_ms <= book.last_funding_ms or funding_time_ms < book.opened_ms:
+            return None
+        mark = book.mark_price or book.entry_price
+        if not mark or mark <= 0:
+            return None
+        if rate is None:
+            rate = -amount_usd / (book.qty * mark) if book.qty else 0.0
+        book.funding_usd += amount_usd
+        book.last_funding_ms = funding_time_ms
+        self.funding_payments += 1
+        payment = FundingPayment(
+            ts_ms=ts_ms,
+            venue=venue,
+            symbol=symbol,
+            rate=rate,
+            position_qty=book.qty,
+            mark_price=mark,
+            amount_usd=amount_usd,
             funding_time_ms=funding_time_ms,
         )
         return payment, book.event(ts_ms)

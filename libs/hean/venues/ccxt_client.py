@@ -45,6 +45,15 @@ T = TypeVar("T")
 H_MS = 3_600_000
 TRANSIENT = (cx.OperationFailed,)  # network, rate limit, timeout, venue-side internal errors
 DUPLICATE_MARKERS = ("-4116", "110072", "51016", "duplicate")
+# venue answers that refuse an order outright (it does not exist at the venue), which ccxt
+# does not always map to InsufficientFunds/InvalidOrder: Binance answers -2019 with HTTP 400
+REJECT_MARKERS = (
+    '"code":-2019',  # Binance: margin is insufficient
+    '"code":-2022',  # Binance: reduce-only order rejected
+    '"retCode":110007',  # Bybit: not enough balance
+    '"retCode":110017',  # Bybit: reduce-only would increase the position
+    '"sCode":"51008"',  # OKX: insufficient margin
+)
 STATUS = {"open": "open", "closed": "filled", "canceled": "canceled", "rejected": "rejected"}
 # venue field that carries the native listing time in each market's raw ``info``
 LISTING_FIELD = {"binance": "onboardDate", "bybit": "launchTime", "okx": "listTime"}
@@ -153,6 +162,9 @@ class CcxtVenueClient:
                 if any(m in text for m in DUPLICATE_MARKERS):
                     self._ok(endpoint)
                     raise DuplicateClientOrderId(self.venue, endpoint, text[:200]) from exc
+                if any(m in text.replace(" ", "") for m in REJECT_MARKERS):
+                    self._ok(endpoint)
+                    raise OrderRejected(self.venue, endpoint, text[:200]) from exc
                 self._failed(endpoint)
                 raise VenueError(
                     self.venue, endpoint, f"{type(exc).__name__}: {text[:200]}"
