@@ -69,7 +69,8 @@ class Accounts:
 
     @property
     def trades(self) -> int:
-        return sum(1 for r in self.rows if r.kind == "entry" and r.fills)
+        """Units opened and kept: entries with fills that were not unwound."""
+        return sum(1 for r in self.rows if r.kind == "entry" and r.fills and not r.unwound)
 
 
 def _reason_key(reason: str) -> str:

@@ -30,7 +30,9 @@ from hean.strategies.base import DEFAULT_VENUE_COSTS, VenueCosts
 from hean.venues.base import OrderRejected, OrderResult, VenuePosition
 from hean_proto.events import BookLevel, BookTop
 
-UNLIMITED_USD = 1e15
+UNLIMITED_USD = 1e12
+MAX_LEVEL_SIZE = 1e14
+"""Base units per level; the wire format refuses sizes above 1e15."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class BookModel:
             raise ValueError("book levels need a positive size and 1..200 levels")
 
     def book(self, venue: str, symbol: str, price: float, ts_ms: int) -> BookTop:
-        size = self.level_usd / price
+        size = min(self.level_usd / price, MAX_LEVEL_SIZE)
         bids, asks = [], []
         for i in range(self.levels):
             off = (self.half_spread_bps + i * self.step_bps) / 1e4
