@@ -176,6 +176,60 @@ async def test_liquidation_stream_during_a_cascade(venue: str) -> None:
             await c.close()
 
 
+async def test_a_build_up_raises_open_interest_price_and_funding() -> None:
+    """Against a twin market without it: the build-up is the only difference, on its venue."""
+    build_up = ScriptedEvent(
+        at_s=0,
+        kind="build_up",
+        venue="binance",
+        symbol="BTC",
+        duration_s=2 * 86_400,
+        oi_rise_frac=0.5,
+        rise_frac=0.1,
+        rate=0.001,
+    )
+    async with SimServer(scenario(events=[build_up])) as sim, SimServer(scenario()) as twin:
+        for s in (sim, twin):
+            s.market.advance_to(START + 3 * 86_400_000 // 2)
+        mid_rate = sim.market.series[("binance", "BTCUSDT")].rate
+        for s in (sim, twin):
+            s.market.advance_to(START + 2 * 86_400_000)
+        got: dict[str, dict[str, float]] = {}
+        for venue in ("binance", "bybit"):
+            for name, server in (("sim", sim), ("twin", twin)):
+                c = client(venue, server.url)
+                try:
+                    await c.load_markets()
+                    rates = {r.symbol: r.rate for r in await c.fetch_funding_rates(["BTCUSDT"])}
+                    prices = {p.symbol: p.mark for p in await c.fetch_prices(["BTCUSDT"])}
+                    oi = await c.fetch_open_interest("BTCUSDT")
+                finally:
+                    await c.close()
+                got[f"{name}:{venue}"] = {
+                    "rate": rates["BTCUSDT"],
+                    "mark": prices["BTCUSDT"],
+                    "oi_usd": oi.oi_usd,
+                }
+        sb, tb = got["sim:binance"], got["twin:binance"]
+        # one step of the event falls at its end, so the growth is a hair short of the target
+        assert sb["oi_usd"] / tb["oi_usd"] == pytest.approx(1.5, rel=2e-3)
+        assert sb["mark"] / tb["mark"] == pytest.approx(1.1, rel=2e-3)
+        assert 0.0005 < mid_rate < 0.001 and sb["rate"] == pytest.approx(0.001, rel=0.01)
+        # other venues: the same price move (one price), their own open interest and funding
+        sy, ty = got["sim:bybit"], got["twin:bybit"]
+        assert sy["mark"] / ty["mark"] == pytest.approx(1.1, rel=2e-3)
+        assert sy["oi_usd"] / ty["oi_usd"] == pytest.approx(1.0, rel=1e-3)
+        assert sy["rate"] == ty["rate"]
+
+
+def test_a_build_up_with_no_duration_is_refused() -> None:
+    from hean.sim.scenario import ScenarioError, validate
+
+    bad = scenario(events=[ScriptedEvent(at_s=0, kind="build_up", duration_s=0)])
+    with pytest.raises(ScenarioError, match=r"build_up at 0.*duration_s"):
+        validate(bad)
+
+
 @pytest.mark.parametrize("venue", VENUES)
 async def test_wrong_keys_are_refused(venue: str) -> None:
     async with SimServer(scenario()) as sim:

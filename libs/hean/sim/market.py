@@ -176,7 +176,9 @@ class Market:
             else:
                 shock = self.rng.standard_normal()
                 self.price[base] *= math.exp(spec.daily_vol * math.sqrt(dt_days) * shock)
-            self.price[base] *= self._cascade_move(base, dt_days)
+            self.price[base] *= self._cascade_move(base, dt_days) * self._build_up_move(
+                base, dt_days
+            )
         hour_crossed = (t_ms // H_MS) > ((t_ms - int(dt_days * 86_400_000)) // H_MS)
         for s in self.series.values():
             self._move_rate(s, dt_days)
@@ -243,6 +245,24 @@ class Market:
                 factor *= math.exp(math.log(1.0 - e.drop_frac) * frac_of_event)
         return factor
 
+    def _build_ups(self, venue: str | None, base: str) -> list[tuple[int, int, ScriptedEvent]]:
+        """Active build-ups for a venue (None: any) and base; no symbol means every symbol."""
+        return [
+            (start, end, e)
+            for start, end, e in self.active
+            if e.kind == "build_up"
+            and start <= self.now_ms < end
+            and (venue is None or e.venue in ("", venue))
+            and (not e.symbol or base_of(e.symbol) == base)
+        ]
+
+    def _build_up_move(self, base: str, dt_days: float) -> float:
+        """Price drift of the active build-ups over this step (the price is one for all venues)."""
+        factor = 1.0
+        for start, end, e in self._build_ups(None, base):
+            factor *= (1.0 + e.rise_frac) ** (dt_days * 86_400_000 / max(end - start, 1))
+        return factor
+
     def _thinning(self, s: Series) -> float:
         return 0.25 if self._events_now("cascade", s.venue, s.base) else 1.0
 
@@ -276,11 +296,16 @@ class Market:
         phi = 0.5 ** (1.0 / max(steps_per_interval * 6.0, 1.0))  # half-life of six intervals
         mean = self._mean(s)
         noise = abs(mean) * 0.6 + 0.00003 * s.interval_h / 8.0
-        s.rate = (
-            mean
-            + phi * (s.rate - mean)
-            + noise * math.sqrt(1 - phi**2) * float(self.rng.standard_normal())
-        )
+        shock = float(self.rng.standard_normal())
+        ramps = [(end, e) for _, end, e in self._build_ups(s.venue, s.base) if e.rate != 0]
+        if ramps:
+            # a straight line from the current rate to the target, reached as the event ends;
+            # the shock is drawn anyway so that the rest of the market keeps its path
+            end, e = ramps[-1]
+            dt_ms = dt_days * 86_400_000
+            s.rate += (e.rate - s.rate) * dt_ms / max(end - self.now_ms + dt_ms, 1.0)
+        else:
+            s.rate = mean + phi * (s.rate - mean) + noise * math.sqrt(1 - phi**2) * shock
         cap = self.scenario.max_rate
         s.rate = min(max(s.rate, -cap), cap)
 
@@ -297,6 +322,8 @@ class Market:
         for e in drops:
             start, end = next((a, b) for a, b, x in self.active if x is e)
             s.oi_scale *= (1.0 - e.oi_drop_frac) ** (dt_days * 86_400_000 / max(end - start, 1))
+        for start, end, e in self._build_ups(s.venue, s.base):
+            s.oi_scale *= (1.0 + e.oi_rise_frac) ** (dt_days * 86_400_000 / max(end - start, 1))
         s.oi_scale *= math.exp(0.02 * math.sqrt(dt_days) * float(self.rng.standard_normal()))
 
     def _emit_liquidations(self) -> None:

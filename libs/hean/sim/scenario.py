@@ -39,17 +39,23 @@ class ScriptedEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Something that happens at a given simulated time."""
 
     at_s: float
-    kind: Literal["listing", "funding_spike", "cascade", "outage", "divergence"]
+    kind: Literal["listing", "funding_spike", "cascade", "outage", "divergence", "build_up"]
     venue: str = ""
     """Empty means every venue."""
     symbol: str = ""
     """Base asset (``BTC``) or canonical symbol (``BTCUSDT``)."""
     duration_s: float = 3600.0
     rate: float = 0.0
-    """funding_spike / divergence: the funding rate (fraction per interval) to force."""
+    """funding_spike / divergence: the funding rate (fraction per interval) to force.
+    build_up: the rate the funding ramps to by the end of the event (0 leaves funding alone)."""
     drop_frac: float = 0.1
     """cascade: price move as a fraction (positive: down)."""
     oi_drop_frac: float = 0.2
+    oi_rise_frac: float = 0.0
+    """build_up: open-interest growth over the event as a fraction (0.5 is +50 %); like
+    ``oi_drop_frac`` it applies to the notional, which is how the simulator keeps open interest."""
+    rise_frac: float = 0.0
+    """build_up: price drift over the event as a fraction (positive: up)."""
     liquidations: int = 40
     mode: Literal["http_429", "http_5xx", "timeout", "malformed", "ws_drop"] = "http_5xx"
     """outage: how the venue misbehaves."""
@@ -159,3 +165,10 @@ def validate(sc: Scenario, where: str = "scenario") -> None:
     for e in sc.events:
         if e.venue and e.venue not in VENUES:
             raise ScenarioError(f"{where}: event at {e.at_s}s: unknown venue {e.venue!r}")
+        if e.kind == "build_up":
+            if e.duration_s <= 0:
+                raise ScenarioError(f"{where}: build_up at {e.at_s}s: duration_s must be > 0")
+            if e.oi_rise_frac <= -1 or e.rise_frac <= -1:
+                raise ScenarioError(
+                    f"{where}: build_up at {e.at_s}s: oi_rise_frac and rise_frac must be > -1"
+                )
