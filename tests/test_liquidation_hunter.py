@@ -54,6 +54,16 @@ def test_long_on_up_cascade_and_configurable_sizes() -> None:
         LiquidationHunter({"size_frac": 0.05})
 
 
+def test_exit_probability_must_be_below_the_threshold() -> None:
+    """Else the forecast that lets a trade in closes it on the next update."""
+    with pytest.raises(ValueError, match=r"exit_probability=0\.3 must be below threshold=0\.2"):
+        LiquidationHunter({"threshold": 0.2})
+    h = LiquidationHunter({"threshold": 0.2, "exit_probability": 0.1, "take_profit_frac": 0.12})
+    h.on_event(tick(100.0, T - 1), T - 1)
+    assert len(h.on_event(fc(0.22, t=T), T)) == 1
+    assert h.on_event(fc(0.22, t=T + 60_000), T + 60_000) == []  # still in, no flip-flop
+
+
 @pytest.mark.parametrize(
     ("p", "direction", "mom"),
     [

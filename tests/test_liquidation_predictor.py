@@ -12,6 +12,7 @@ from hean_proto.events import (
     BookLevel,
     BookTop,
     CascadeForecast,
+    FundingRate,
     Liquidation,
     OpenInterest,
     PriceTick,
@@ -97,6 +98,19 @@ def test_not_ready_without_model_and_publishes_nothing() -> None:
         logic.metrics.registry.get_sample_value(
             "hean_liquidation_predictor_ignored_total", {"reason": "oi_before_price"}
         )
+        == 1
+    )
+
+
+def test_funding_before_any_price_is_warm_up_not_an_error() -> None:
+    """The collector polls funding and prices apart, so funding can come first."""
+    logic = LiquidationPredictorLogic(CascadeModel.load(DEFAULT_DIR))
+    rate = FundingRate(ts_ms=T0, venue="sim", symbol="BTCUSDT", rate=0.0001, interval_hours=8.0)
+    logic.on_event(rate, T0)
+    assert logic.on_tick(T0) == []
+    reg = logic.metrics.registry
+    assert (
+        reg.get_sample_value("hean_liquidation_predictor_ignored_total", {"reason": "warming_up"})
         == 1
     )
 

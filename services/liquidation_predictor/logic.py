@@ -227,7 +227,9 @@ class LiquidationPredictorLogic(ServiceLogic):
             if math.isnan(c):
                 continue
             rows.append((idx * bar_ms, o, h, lo, c, oi, fsum / fn if fn else math.nan))
-        return pd.DataFrame(rows, columns=list(BAR_COLUMNS))
+        # typed even when empty (only funding or open interest seen so far, no price yet)
+        types = {c: ("int64" if c == "time_ms" else "float64") for c in BAR_COLUMNS}
+        return pd.DataFrame(rows, columns=list(BAR_COLUMNS)).astype(types)
 
     # ------------------------------------------------------------------ forecasting
 

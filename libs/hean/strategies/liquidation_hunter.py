@@ -40,6 +40,14 @@ class HunterConfig(StrategyConfig, kw_only=True):
     """Upper bound on holding; the shipped model forecasts one daily bar ahead."""
     min_edge_bps: Annotated[float, Meta(ge=0)] = 0.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.exit_probability >= self.threshold:
+            # otherwise every entry is closed by the very next forecast that let it in
+            raise ValueError(
+                f"exit_probability={self.exit_probability} must be below threshold={self.threshold}"
+            )
+
 
 class LiquidationHunter(StrategyBase):
     name: ClassVar[str] = "liquidation_hunter"
