@@ -170,7 +170,7 @@ class Chain:
             order_timeout_s=3.0,
             stop_grace_s=0.2,
             heartbeat_s=5.0,
-            funding_poll_s=0.5,
+            payments_poll_s=0.5,
         )
         values.update(over)
         return router_main.Settings(**values)

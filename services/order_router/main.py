@@ -53,7 +53,7 @@ class Settings(ServiceSettings, kw_only=True):
     lookup_delay_s: NonNeg = 0.2
     max_intent_age_s: Positive = 30.0
     reconcile_s: Positive = 30.0
-    funding_poll_s: Positive = 60.0
+    payments_poll_s: Positive = 60.0
     """Live: how often the venues are asked for the funding they paid or charged."""
     stop_grace_s: NonNeg = 10.0
     taker_fee_bps: NonNeg = 5.5
@@ -254,7 +254,7 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
             return  # paper positions are charged from the published rates (logic)
         while not ctx.stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctx.stopping.wait(), settings.funding_poll_s)
+                await asyncio.wait_for(ctx.stopping.wait(), settings.payments_poll_s)
             executor: Executor | None = state["executor"]
             if executor is None or ctx.stopping.is_set():
                 continue
