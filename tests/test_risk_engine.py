@@ -211,3 +211,52 @@ def test_resume_endpoint_refuses_without_the_token() -> None:
     answer = client.post("/risk/resume", headers={"Authorization": "Bearer tok"}, json={})
     assert answer.status_code == 503
     assert client.get("/risk/state").json()["state"] == "ACTIVE"
+
+
+def _filled(e: RiskEngine, intent: OrderIntent, price: float) -> None:
+    for leg in intent.legs:
+        e.on_fill(
+            Fill(
+                ts_ms=T,
+                fill_id=f"f{leg.client_order_id}",
+                client_order_id=leg.client_order_id,
+                intent_id=intent.id,
+                venue=leg.venue,
+                symbol=leg.symbol,
+                side=leg.side,
+                qty=leg.qty,
+                price=price,
+                fee_usd=0.0,
+            ),
+            T,
+        )
+        sign = 1.0 if leg.side == "buy" else -1.0
+        e.on_position(
+            Position(
+                ts_ms=T,
+                venue=leg.venue,
+                symbol=leg.symbol,
+                qty=sign * leg.qty,
+                entry_price=price,
+                mark_price=price,
+            ),
+            T,
+        )
+
+
+def test_an_exit_after_a_rise_closes_the_whole_position_and_its_stop_watch() -> None:
+    e = engine()
+    entry = next(o for o in e.on_signal(sig(take_profit_frac=0.5), T) if isinstance(o, OrderIntent))
+    _filled(e, entry, 100.0)
+    e.on_price(tick(price=130.0, ts=T + 1), T + 1)  # up 30 %: the entry's capital buys less now
+    exit_signal = sig(
+        legs=[SignalLeg(venue="bybit", symbol="BTCUSDT", side="sell")],
+        reduce_only=True,
+        stop_loss_frac=None,
+    )
+    exit_intent = next(o for o in e.on_signal(exit_signal, T + 1) if isinstance(o, OrderIntent))
+    assert exit_intent.legs[0].qty == pytest.approx(entry.legs[0].qty)  # all of it, no remnant
+    assert entry.id not in e.protections  # no later stop exit for a unit already closed
+    assert not [
+        o for o in e.on_price(tick(price=60.0, ts=T + 2), T + 2) if isinstance(o, OrderIntent)
+    ]

@@ -36,6 +36,8 @@ from hean_proto.events import (
 from hean_proto.subjects import CONTROL
 
 DAY_MS = 86_400_000
+DUST_FRAC = 0.05
+"""An exit that would leave less than this part of a position closes all of it."""
 EPS = 1e-9
 ROUTER = "order-router"
 SERVICE = "risk-killswitch"
@@ -374,6 +376,15 @@ class RiskEngine:
                     out.append(self._exit_intent(prot, why, now_ms))
         return out
 
+    def _forget_protections(self, strategy: str, symbol: str, legs: list[IntentLeg]) -> None:
+        """An approved exit closes the unit: its stop-loss and take-profit watch ends with it."""
+        closing = {(leg.venue, leg.symbol) for leg in legs}
+        for intent_id, prot in list(self.protections.items()):
+            watched = {(leg.venue, leg.symbol) for leg in prot.intent.legs}
+            same_unit = prot.intent.strategy == strategy and prot.intent.symbol == symbol
+            if same_unit and watched <= closing:
+                del self.protections[intent_id]
+
     def _exit_intent(self, prot: _Protection, why: str, now_ms: int) -> OrderIntent:
         intent = prot.intent
         legs = []
@@ -445,6 +456,8 @@ class RiskEngine:
             )
         if not signal.reduce_only and (signal.stop_loss_frac or signal.take_profit_frac):
             self.protections[intent.id] = _Protection(intent)
+        if signal.reduce_only:
+            self._forget_protections(signal.strategy, signal.symbol, legs)
         self.counts["approved"] = self.counts.get("approved", 0) + 1
         return [
             RiskDecision(
@@ -511,12 +524,18 @@ class RiskEngine:
             notional = signal.size_frac * leg.weight * equity
             qty = notional / quote.price
             if signal.reduce_only:
-                held = self.record.positions.get(key, PositionView()).qty
+                position = self.record.positions.get(key, PositionView())
+                held = position.qty
                 reduces = (held > 0 and leg.side == "sell") or (held < 0 and leg.side == "buy")
                 if not reduces:
                     reasons.append(f"{key}: reduce-only leg has nothing to reduce")
                     continue
-                qty = min(qty, abs(held)) if qty > 0 else abs(held)
+                # an exit names the capital its entry used: count units at the entry price,
+                # so a move since then does not leave part of the position open
+                qty = notional / (position.entry_price or quote.price)
+                if qty <= 0 or qty >= abs(held) * (1.0 - DUST_FRAC):
+                    qty = abs(held)
+                qty = min(qty, abs(held))
                 notional = qty * quote.price
             if not math.isfinite(qty) or qty <= 0:
                 reasons.append(f"{key}: quantity {qty} not positive")
