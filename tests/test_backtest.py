@@ -156,15 +156,16 @@ def test_two_leg_trade_to_the_cent():
     assert a.trades == 1 and [row.kind for row in a.rows] == ["entry", "exit"]
 
 
-def test_exit_sized_by_the_entry_fraction_leaves_a_remainder_that_is_flattened():
-    """Live risk sizes a reduce-only leg from current equity at the current price: after the
-    price rose from 100 to 104, a 2 % exit closes 1.92 of 2 BTC; the end flattens the rest."""
+def test_an_exit_after_a_rise_closes_what_the_entry_bought():
+    """Live risk counts an exit's units at the entry price: after the price rose from 100 to
+    104, a 2 % exit closes all 2 BTC the entry bought, and nothing is left to flatten."""
     cfg = BacktestConfig(strategy="scripted", costs=CostModel(slippage_bps=1.0), baseline=False)
     r = replay(_hand_history(), Scripted(exit_size_frac=0.02), cfg)
+    entry_qty = [f.qty for f in r.record.fills if f.intent_id == r.record.intents[0].id]
     exit_qty = [f.qty for f in r.record.fills if f.intent_id == r.record.intents[1].id]
-    assert exit_qty[0] == pytest.approx(0.02 * 10_000.3 / 104, rel=1e-4)
+    assert sum(exit_qty) == pytest.approx(sum(entry_qty)) and sum(entry_qty) > 0
     a = _identity(r)
-    assert [row.kind for row in a.rows] == ["entry", "exit", "flatten"]
+    assert [row.kind for row in a.rows] == ["entry", "exit"]
 
 
 def test_the_replay_drives_the_live_services_on_the_bus(synth_dir: Path):
