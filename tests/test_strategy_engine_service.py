@@ -11,7 +11,7 @@ from service_helpers import Tap, of, running
 from hean.config import ConfigError, free_port
 from hean.marketdata.spreads import Quote, SpreadParams, spread
 from hean_proto import codec
-from hean_proto.events import FundingSpread, RiskDecision, Signal
+from hean_proto.events import FundingSpread, OrderUpdate, RiskDecision, Signal
 from hean_proto.subjects import subject_for
 from hean_services.strategy_engine.logic import StrategyEngineLogic, check_signal
 from hean_services.strategy_engine.main import Settings, build, strategies_from
@@ -132,3 +132,37 @@ def test_settings_errors_name_the_setting():
         )
     )
     assert parsed[0].config.symbols == ["ETHUSDT"]
+
+
+def test_an_unwound_entry_is_dropped_so_the_strategy_can_enter_again():
+    engine = StrategyEngineLogic(strategies_from(Settings(strategies=["cross_venue_arb"])))
+    first = [
+        o for o in engine.on_event(divergence(0.0001, 0.0008, T0), T0) if isinstance(o, Signal)
+    ]
+    assert len(first) == 1
+    approved = RiskDecision(
+        ts_ms=T0,
+        signal_id=first[0].id,
+        strategy=first[0].strategy,
+        symbol="BTCUSDT",
+        approved=True,
+        intent_id="intent-1",
+    )
+    engine.on_event(approved, T0)
+    again = divergence(0.0001, 0.0008, T0 + 60_000)
+    assert not engine.on_event(again, T0 + 60_000)  # holds the unit: no second entry
+    unwound = OrderUpdate(
+        ts_ms=T0 + 1,
+        client_order_id="c1",
+        intent_id="intent-1",
+        venue="binance",
+        symbol="BTCUSDT",
+        side="buy",
+        qty=0.1,
+        status="unwound",
+        reason="leg on bybit rejected",
+    )
+    engine.on_event(unwound, T0 + 61_000)
+    assert engine.by_name["cross_venue_arb"].open_positions() == []
+    later = divergence(0.0001, 0.0008, T0 + 120_000)
+    assert [o for o in engine.on_event(later, T0 + 120_000) if isinstance(o, Signal)]

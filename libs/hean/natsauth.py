@@ -118,6 +118,7 @@ def service_grants() -> dict[str, Grant]:
                 sj.POSITION.pattern(),
                 sj.FILL.pattern(),
                 sj.FUNDING_PAYMENT.pattern(),
+                sj.ORDER_UPDATE.pattern(),
             ),
         ),
         "risk-killswitch": Grant(

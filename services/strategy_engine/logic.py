@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hean.runtime.logic import Input, Output, ServiceLogic
 from hean.strategies.base import Strategy
-from hean_proto.events import Event, RiskDecision, Signal
-from hean_proto.subjects import RISK_DECISION, ROUTES
+from hean_proto.events import Event, OrderUpdate, RiskDecision, Signal
+from hean_proto.subjects import ORDER_UPDATE, RISK_DECISION, ROUTES
 
 log = logging.getLogger("hean.strategy_engine")
 
@@ -54,6 +54,12 @@ class EngineMetrics:
             ["strategy"],
             registry=reg,
         )
+        self.unwound = Counter(
+            "hean_strategy_units_unwound_total",
+            "Entries the router unwound after a leg failed; the strategy dropped the unit.",
+            ["strategy"],
+            registry=reg,
+        )
 
 
 def check_signal(signal: Signal, cap: float) -> str | None:
@@ -80,6 +86,8 @@ class StrategyEngineLogic(ServiceLogic):
         self.strategies = list(strategies)
         self.metrics = metrics or EngineMetrics()
         self.by_name = {s.name: s for s in self.strategies}
+        self.intents: dict[str, tuple[str, str]] = {}
+        """Approved intent id -> (strategy, signal id): an unwound intent is told to its owner."""
 
     def wanted_kinds(self) -> list[type[Event]]:
         kinds: list[type[Event]] = []
@@ -95,11 +103,15 @@ class StrategyEngineLogic(ServiceLogic):
         out = [Input(ROUTES[k].pattern(), (k,)) for k in self.wanted_kinds()]
         for s in self.strategies:
             out.append(Input(RISK_DECISION.pattern(s.name), (RiskDecision,)))
+        out.append(Input(ORDER_UPDATE.pattern(), (OrderUpdate,)))
         return out
 
     def on_event(self, event: Event, now_ms: int) -> list[Output]:
         if isinstance(event, RiskDecision):
             self._on_decision(event, now_ms)
+            return []
+        if isinstance(event, OrderUpdate):
+            self._on_order_update(event, now_ms)
             return []
         out: list[Output] = []
         for s in self.strategies:
@@ -133,11 +145,28 @@ class StrategyEngineLogic(ServiceLogic):
         s = self.by_name.get(d.strategy)
         if s is None:
             return
+        if d.approved and d.intent_id:
+            self.intents[d.intent_id] = (s.name, d.signal_id)
+            while len(self.intents) > 100_000:
+                self.intents.pop(next(iter(self.intents)))
         if not d.approved:
             self.metrics.rejected.labels(s.name).inc()
         hook = getattr(s, "on_decision", None)
         if hook is not None:
             hook(d, now_ms)
+
+    def _on_order_update(self, u: OrderUpdate, now_ms: int) -> None:
+        """The router unwound a unit (one leg failed): its strategy holds nothing there."""
+        if u.status != "unwound":
+            return
+        owner = self.intents.pop(u.intent_id, None)
+        if owner is None:
+            return
+        s = self.by_name.get(owner[0])
+        hook = getattr(s, "on_unwound", None)
+        if hook is not None:
+            hook(owner[1], now_ms)
+            self.metrics.unwound.labels(owner[0]).inc()
 
     def on_tick(self, now_ms: int) -> list[Output]:
         for s in self.strategies:

@@ -218,6 +218,12 @@ class PositionBook:
     def values(self) -> list[OpenPosition]:
         return list(self._by_key.values())
 
+    def drop_entry(self, signal_id: str) -> OpenPosition | None:
+        for key, pos in list(self._by_key.items()):
+            if pos.entry_signal_id == signal_id:
+                return self._by_key.pop(key)
+        return None
+
     def on_decision(self, decision: RiskDecision) -> OpenPosition | None:
         """Undo what a rejected signal assumed: drop a rejected entry, restore a rejected exit."""
         closing = self._closing.pop(decision.signal_id, None)
@@ -226,10 +232,7 @@ class PositionBook:
         if closing is not None:
             self._by_key[closing.key] = closing
             return closing
-        for key, pos in list(self._by_key.items()):
-            if pos.entry_signal_id == decision.signal_id:
-                return self._by_key.pop(key)
-        return None
+        return self.drop_entry(decision.signal_id)
 
 
 def config_from(cls: type[StrategyConfig], value: StrategyConfig | Mapping[str, Any] | None):
@@ -262,6 +265,10 @@ class StrategyBase:
 
     def on_decision(self, decision: RiskDecision, now_ms: int) -> None:
         self.positions.on_decision(decision)
+
+    def on_unwound(self, signal_id: str, now_ms: int) -> None:
+        """The router unwound this entry after a leg failed: the unit never opened."""
+        self.positions.drop_entry(signal_id)
 
     def open_positions(self) -> list[OpenPosition]:
         return self.positions.values()
