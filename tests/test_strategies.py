@@ -206,6 +206,24 @@ def test_harvester_perp_hedge_charges_the_other_venue_funding():
     assert cost == pytest.approx(2 * (5.5 + 2) + 2 * (5 + 2))
 
 
+def test_harvester_limits_need_leg_prices_seen_together():
+    """One venue's new price against the other's hours-old one is no profit to take."""
+    h = FundingHarvester(HarvesterConfig(hedge="perp", hedge_venue="binance"))
+    h.on_event(rate("binance", 0.0001, 8, T0, settled=False), T0)
+    h.on_event(tick("bybit", 100.0, T0), T0)
+    h.on_event(tick("binance", 100.0, T0), T0)
+    [entry] = h.on_event(forecast(0.0008), T0)
+    assert [leg.side for leg in entry.legs] == ["sell", "buy"]
+    later = T0 + 4 * H
+    # bybit (short) falls 5 %: alone it reads as a 5 % profit, past the 2 % take-profit
+    assert h.on_event(tick("bybit", 95.0, later), later) == []
+    # binance fell with it: the hedged unit made nothing, still no exit
+    assert h.on_event(tick("binance", 95.0, later + 1000), later + 1000) == []
+    # a real gap between the legs, both seen now: take-profit
+    [ex] = h.on_event(tick("binance", 98.0, later + 2000), later + 2000)
+    assert ex.reduce_only and "take-profit" in ex.reason
+
+
 # ----------------------------------------------------------------------------- arbitrage
 
 

@@ -45,6 +45,9 @@ class HarvesterConfig(StrategyConfig, kw_only=True):
     max_hold_hours: Hours = 24.0 * 14
     stop_loss_frac: Annotated[float, Meta(ge=0, le=1)] | None = 0.03
     take_profit_frac: Annotated[float, Meta(ge=0, le=1)] | None = 0.02
+    max_price_skew_s: Annotated[float, Meta(gt=0)] = 60.0
+    """Stop-loss and take-profit use leg prices seen at most this far apart: one venue's new
+    price against the other's old one is a phantom profit or loss."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +69,7 @@ class FundingHarvester(StrategyBase):
         super().__init__(config)
         self.rates: dict[tuple[str, str], tuple[float, float]] = {}
         self.prices: dict[tuple[str, str], tuple[float, float]] = {}
+        self.price_ts: dict[tuple[str, str], int] = {}
         self.skips: Counter[str] = Counter()
         """Why entries were not taken, by reason; the engine exports it as a metric."""
 
@@ -98,6 +102,9 @@ class FundingHarvester(StrategyBase):
         """PnL of the position as a fraction of one leg's notional: both legs plus funding."""
         entries: dict[int, float] = pos.info["entry_prices"]
         total = pos.info["funding_frac"]
+        seen = [self.price_ts.get((leg.venue, leg.symbol), -1) for leg in pos.legs]
+        if min(seen) < 0 or max(seen) - min(seen) > self.config.max_price_skew_s * 1000:
+            return None
         for i, leg in enumerate(pos.legs):
             price = self._leg_price(leg)
             if price is None or i not in entries:
@@ -119,6 +126,7 @@ class FundingHarvester(StrategyBase):
         if e.stale:
             return []
         self.prices[(e.venue, e.symbol)] = (e.mark, e.index if e.index is not None else e.mark)
+        self.price_ts[(e.venue, e.symbol)] = e.ts_ms
         out: list[Signal] = []
         for pos in self.positions.values():
             if pos.symbol != e.symbol or all(leg.venue != e.venue for leg in pos.legs):
@@ -133,6 +141,7 @@ class FundingHarvester(StrategyBase):
         self.rates[(e.venue, e.symbol)] = (e.rate, e.interval_hours)
         if e.mark_price is not None and (e.venue, e.symbol) not in self.prices:
             self.prices[(e.venue, e.symbol)] = (e.mark_price, e.mark_price)
+            self.price_ts[(e.venue, e.symbol)] = e.ts_ms
         if not e.settled:
             return []
         out: list[Signal] = []
