@@ -296,6 +296,12 @@ async def test_two_leg_signal_fills_at_the_simulator(nats_url: str, tmp_path) ->
             last = [p for p in positions if p.venue == leg.venue][-1]
             assert last.qty == pytest.approx(held)
         assert len(of(Fill, intent_id=intent.id)(c.tap.events)) == 2
+        # legs rounded to the venues' lots before sending: no dust unwind, nothing refused
+        assert not [
+            u
+            for u in of(OrderUpdate, intent_id=intent.id)(c.tap.events)
+            if u.status in ("unwound", "rejected")
+        ]
 
 
 async def test_killed_between_send_and_answer_leaves_one_order(nats_url: str, tmp_path) -> None:
@@ -398,6 +404,9 @@ async def test_margin_refusal_is_a_rejection_not_an_unknown_outcome(venue: str) 
         sim.engine.accounts[(venue, KEY)].balance = 1.0
         client = build_client(venue, ServiceSettings(venue_mode="sim", sim_url=sim.url), True)
         try:
+            assert await client.round_qty("BTCUSDT", 1e-9) == 0.0  # below the lot: never sent
+            lot = await client.round_qty("BTCUSDT", 0.0015385)
+            assert 0.0014 < lot <= 0.0015385
             with pytest.raises(OrderRejected):
                 await client.create_order("BTCUSDT", "buy", 0.1, "Hmargin0000000000000000000000L00")
             assert client.healthy

@@ -202,13 +202,14 @@ class Executor:
                 await self._apply(existing, await self._lookup(existing))
             return existing
         now = self.clock.now_ms()
+        qty = await self._lot(leg.venue, leg.symbol, leg.qty)
         order = OrderRecord(
             client_order_id=cid,
             intent_id=intent_id,
             venue=leg.venue,
             symbol=leg.symbol,
             side=leg.side,
-            qty=leg.qty,
+            qty=qty,
             reduce_only=leg.reduce_only,
             role=role,  # type: ignore[arg-type]
             parent=parent,
@@ -216,15 +217,18 @@ class Executor:
             updated_ms=now,
         )
         self.book.orders[cid] = order
+        if qty <= 0:
+            order.status = "rejected"
+            order.reason = f"refused: {leg.qty:.12g} is below the lot size of {leg.venue}"
+            await self._apply(order, None)
+            return order
         await self.save()  # recorded as in flight before it is sent
         await self.emit([order.update_event(now)])
         client = self.venues[leg.venue]
         result: OrderResult | None
         try:
             result = await asyncio.wait_for(
-                client.create_order(
-                    leg.symbol, leg.side, leg.qty, cid, reduce_only=leg.reduce_only
-                ),
+                client.create_order(leg.symbol, leg.side, qty, cid, reduce_only=leg.reduce_only),
                 self.config.order_timeout_s,
             )
         except DuplicateClientOrderId:
@@ -245,6 +249,17 @@ class Executor:
             result = await self._lookup(order)
         await self._apply(order, result)
         return order
+
+    async def _lot(self, venue: str, symbol: str, qty: float) -> float:
+        """The quantity the venue will take: rounded down to its lot where the client knows it."""
+        rounder = getattr(self.venues.get(venue), "round_qty", None)
+        if rounder is None:
+            return qty
+        try:
+            return await asyncio.wait_for(rounder(symbol, qty), self.config.order_timeout_s)
+        except (TimeoutError, VenueError) as exc:
+            log.warning("lot size of %s %s unknown (%s); sending %.12g", venue, symbol, exc, qty)
+            return qty
 
     async def _lookup(self, order: OrderRecord) -> OrderResult | None:
         """Settle an order of unknown outcome by its client order id; None if still unknown."""
@@ -412,6 +427,15 @@ class Executor:
         )
 
     async def _unwind(self, order: OrderRecord, qty: float, why: str) -> None:
+        if await self._lot(order.venue, order.symbol, qty) <= 0:
+            log.info(
+                "%s: surplus %.12g is below the lot size of %s; kept (%s)",
+                order.client_order_id,
+                qty,
+                order.venue,
+                why,
+            )
+            return
         cid = ids.derived_order_id("u", order.client_order_id, f"{order.filled_qty:.12g}")
         leg = IntentLeg(
             client_order_id=cid,

@@ -700,6 +700,22 @@ class CcxtVenueClient:
             return await self.fetch_order(symbol, client_order_id)
         return result
 
+    async def round_qty(self, symbol: str, qty: float) -> float:
+        """``qty`` rounded down to what the venue accepts (its lot), 0.0 if below its minimum.
+
+        Knowing the quantity before sending keeps a unit's legs comparable: an order the venue
+        trims to its lot is not mistaken for a partial fill, and no dust order is ever sent.
+        """
+        await self._ensure_markets()
+        m = self._market(symbol, "round_qty")
+        try:
+            amount = float(self.ex.amount_to_precision(m.venue_symbol, qty / m.contract_size))
+        except (cx.InvalidOrder, cx.ArgumentsRequired, ValueError):
+            return 0.0
+        if m.min_qty and amount * m.contract_size < m.min_qty - 1e-15:
+            return 0.0
+        return amount * m.contract_size
+
     async def _call_once(self, endpoint: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Like _call but without retries: for calls that must not be repeated."""
         saved, self.retries = self.retries, 0
