@@ -42,3 +42,29 @@ def test_readiness_turns_503_with_the_failing_condition() -> None:
         assert answer.json()["conditions"]["bus_connected"] is False
     finally:
         state["ready"] = True
+
+
+def _risk_control_app():
+    from fastapi import FastAPI
+
+    from hean_services.risk_killswitch.logic import RiskKillswitchLogic
+    from hean_services.risk_killswitch.main import Operator, http_routes
+
+    control = FastAPI()
+    control.include_router(http_routes(Operator(RiskKillswitchLogic(), "the-token")))
+    return control
+
+
+risk_schema = schemathesis.openapi.from_asgi("/openapi.json", _risk_control_app())
+
+
+@risk_schema.parametrize()
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+def test_risk_control_endpoints_never_fail_and_refuse_without_the_token(case) -> None:
+    """Generated calls carry no valid token: state may be read, nothing may be changed."""
+    response = case.call()
+    assert response.status_code < 500 or response.status_code == 503
+    if case.method.upper() != "GET":
+        assert not 200 <= response.status_code < 300, (case.path, response.text)
+    if case.path in ("/risk/resume", "/risk/halt") and case.method.upper() == "POST":
+        assert response.status_code in (400, 401, 422), response.text
