@@ -129,6 +129,8 @@ async def test_orders_by_client_id_positions_and_funding_payments(venue: str) ->
             filled = await c.create_order("BTCUSDT", "buy", 0.02, "hean1a")
             assert filled.status == "filled" and filled.filled_qty == pytest.approx(0.02)
             assert filled.avg_price and filled.avg_price > 0
+            # what the simulator charged: its taker fee on the fill's notional
+            assert filled.fee_usd == pytest.approx(0.02 * filled.avg_price * 0.0005, rel=1e-3)
             with pytest.raises(DuplicateClientOrderId):
                 await c.create_order("BTCUSDT", "buy", 0.02, "hean1a")
             looked_up = await c.fetch_order("BTCUSDT", "hean1a")

@@ -285,6 +285,7 @@ def _order(o: SimOrder) -> dict:
         "cumExecQty": short(o.filled),
         "cumExecValue": short(o.notional),
         "cumExecFee": short(o.fee),
+        "cumFeeDetail": {"USDT": short(o.fee)} if o.fee else {},
         "timeInForce": "IOC" if o.price is None else "GTC",
         "orderType": "Market" if o.price is None else "Limit",
         "stopOrderType": "",

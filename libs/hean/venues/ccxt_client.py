@@ -780,6 +780,13 @@ class CcxtVenueClient:
             status = "partially_filled"
         fee = o.get("fee") or {}
         fee_cost = chk.optional(fee.get("cost"), "fee.cost") if isinstance(fee, dict) else None
+        average = chk.positive_or_none(o.get("average"), "average")
+        reason = ""
+        if not fee_cost and filled > 0 and average and m.taker_fee:
+            # Binance order answers carry no commission (it is in the trade list); charging
+            # the venue's taker rate keeps the ledger from showing fills as free
+            fee_cost = filled * m.contract_size * average * m.taker_fee
+            reason = "fee estimated from the taker rate"
         return OrderResult(
             venue=self.venue,
             symbol=m.symbol,
@@ -789,9 +796,10 @@ class CcxtVenueClient:
             qty=amount * m.contract_size,
             status=status,  # type: ignore[arg-type]
             filled_qty=filled * m.contract_size,
-            avg_price=chk.positive_or_none(o.get("average"), "average"),
+            avg_price=average,
             fee_usd=abs(fee_cost or 0.0),
             ts_ms=int(o.get("lastUpdateTimestamp") or o.get("timestamp") or self.clock()),
+            reason=reason,
         )
 
     async def fetch_funding_payments(
