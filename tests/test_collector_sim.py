@@ -187,3 +187,64 @@ async def test_listing_and_spike_alert_once_per_channel_across_a_restart(
         assert got["listing:bybit:NEWUSDT"] == 1, channel
         assert sum(n for k, n in got.items() if k.startswith(spike_key)) == 1, channel
         assert not any("BTCUSDT" in k for k in got), channel  # long listed: no alert
+
+
+async def test_bad_venue_data_is_dead_lettered_not_published(nats_url, tmp_path):
+    """A NaN mark price from Binance: no FundingRate for it, a DeadLetter holding the item."""
+    from aiohttp import web
+
+    from hean_proto.events import DeadLetter
+
+    async with SimServer(scenario()) as sim:
+
+        async def proxy(request: web.Request) -> web.StreamResponse:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.request(request.method, sim.url + request.path_qs) as r,
+            ):
+                body = await r.text()
+            if request.path.endswith("/fapi/v1/premiumIndex"):
+                rows = msgspec.json.decode(body)
+                for row in rows:
+                    if row["symbol"] == "SOLUSDT":
+                        row["markPrice"] = "NaN"
+                body = msgspec.json.encode(rows).decode()
+            return web.Response(text=body, status=r.status, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", proxy)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        settings = load_settings(
+            CollectorSettings,
+            "funding-collector",
+            env={},
+            nats_url=nats_url,
+            venue_mode="sim",
+            sim_url=f"http://127.0.0.1:{port}",
+            venues=["binance"],
+            state_dir=str(tmp_path),
+            funding_poll_s=0.5,
+            collect_liquidations=False,
+            heartbeat_s=0.5,
+        )
+        tap = Tap()
+        await tap.start(nats_url)
+        try:
+            async with running(build_collector(settings), settings):
+                await tap.until(of(FundingRate, venue="binance", symbol="BTCUSDT"), 30)
+                letters = await tap.until(
+                    lambda evs: [
+                        e
+                        for e in of(DeadLetter, service="funding-collector")(evs)
+                        if e.subject == "venue.binance.fetch_funding_rates"
+                    ],
+                    30,
+                )
+        finally:
+            await tap.close()
+            await runner.cleanup()
+    assert "markPrice" in letters[0].reason and b"SOL/USDT:USDT" in letters[0].payload
+    assert not of(FundingRate, venue="binance", symbol="SOLUSDT")(tap.events)

@@ -20,7 +20,7 @@ from msgspec import Meta
 
 from hean.config import ServiceSettings
 from hean.runtime.runner import ServiceApp, ServiceContext
-from hean.venues import bind_metrics
+from hean.venues import bind_service
 from hean_services.funding_collector.logic import (
     CollectorConfig,
     CollectorMetrics,
@@ -243,7 +243,7 @@ class Collector:
         s = self.settings
         for venue in s.venues:
             self.clients[venue] = self.factory(venue, s)
-        bind_metrics(list(self.clients.values()), ctx.metrics.registry)
+        bind_service(list(self.clients.values()), ctx)
         loops = []
         for venue in s.venues:
             client = self.clients[venue]

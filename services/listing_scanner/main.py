@@ -22,7 +22,7 @@ from hean.alerts.consumer import consume_alerts
 from hean.alerts.dispatcher import AlertDispatcher
 from hean.config import ServiceSettings
 from hean.runtime.runner import ServiceApp, ServiceContext
-from hean.venues import bind_metrics
+from hean.venues import bind_service
 from hean_proto.subjects import KV_LISTINGS
 from hean_services.listing_scanner.logic import HOUR, ListingScannerLogic, ScannerConfig
 
@@ -126,7 +126,7 @@ class Scanner:
     async def run(self, ctx: ServiceContext) -> None:
         for venue in self.settings.venues:
             self.clients[venue] = self.factory(venue, self.settings)
-        bind_metrics(list(self.clients.values()), ctx.metrics.registry)
+        bind_service(list(self.clients.values()), ctx)
         step = min(self.settings.listing_watch_period_s, self.settings.listing_scan_s, 30.0)
         next_scan = 0.0
         loop = asyncio.get_running_loop()

@@ -8,9 +8,10 @@ from hean.venues.base import VenueClient, VenueError
 
 if TYPE_CHECKING:
     from hean.config import ServiceSettings
+    from hean.runtime.runner import ServiceContext
     from hean.venues.ccxt_client import CcxtVenueClient
 
-__all__ = ["VenueClient", "VenueError", "bind_metrics", "build_client"]
+__all__ = ["VenueClient", "VenueError", "bind_service", "build_client"]
 
 
 def build_client(venue: str, settings: ServiceSettings, private: bool = False) -> CcxtVenueClient:
@@ -30,13 +31,30 @@ def build_client(venue: str, settings: ServiceSettings, private: bool = False) -
     )
 
 
-def bind_metrics(clients: list[object], registry: object) -> None:
-    """Have venue clients count into a service's registry, so /metrics shows venue health."""
+def bind_service(clients: list[object], ctx: ServiceContext) -> None:
+    """Have venue clients count into the service's registry (its /metrics shows venue health)
+    and dead-letter every item they refuse, so bad venue data is kept, not just dropped."""
+    import asyncio
+    import json
+
+    from hean.bus.base import Message
     from hean.venues.metrics import VenueMetrics
 
-    shared: VenueMetrics | None = None
+    shared = VenueMetrics(ctx.metrics.registry)
+    tasks: set[asyncio.Task] = set()
+
+    def dead_letter(exc: VenueError, item: object) -> None:
+        payload = json.dumps(item, default=str, sort_keys=True).encode()
+        message = Message(f"venue.{exc.venue}.{exc.endpoint}", payload)
+        task = asyncio.get_running_loop().create_task(
+            ctx.runtime.dead_letter(message, str(exc), "venue_data")
+        )
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     for client in clients:
         bind = getattr(client, "bind_metrics", None)
         if bind is not None:
-            shared = shared or VenueMetrics(registry)  # type: ignore[arg-type]
             bind(shared)
+        if hasattr(client, "on_bad_data"):
+            client.on_bad_data = dead_letter  # type: ignore[attr-defined]

@@ -106,6 +106,8 @@ class CcxtVenueClient:
         self.by_ccxt: dict[str, MarketInfo] = {}
         self.marks: dict[str, float] = {}
         self.rand = random.Random()
+        self.on_bad_data: Callable[[VenueDataError, object], None] | None = None
+        """Called with each refused item, so a service can dead-letter what it never published."""
         self.metrics.healthy.labels(venue).set(1)
 
     def bind_metrics(self, metrics: VenueMetrics) -> None:
@@ -201,9 +203,11 @@ class CcxtVenueClient:
             self.healthy = False
             self.metrics.healthy.labels(self.venue).set(0)
 
-    def _bad(self, exc: VenueDataError) -> None:
+    def _bad(self, exc: VenueDataError, item: object = None) -> None:
         self.metrics.bad_data.labels(self.venue, exc.endpoint, exc.field).inc()
         log.warning("%s", exc)
+        if self.on_bad_data is not None:
+            self.on_bad_data(exc, item)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -237,7 +241,7 @@ class CcxtVenueClient:
             try:
                 info = self._market_info(m, intervals)
             except VenueDataError as exc:
-                self._bad(exc)
+                self._bad(exc, m)
                 continue
             if info is not None:
                 out.append(info)
@@ -310,7 +314,7 @@ class CcxtVenueClient:
             try:
                 out.append(self._funding(m, item, now))
             except VenueDataError as exc:
-                self._bad(exc)
+                self._bad(exc, item)
         return out
 
     def _funding(self, m: MarketInfo, item: dict, now: int) -> FundingRate:
@@ -377,7 +381,7 @@ class CcxtVenueClient:
                 cap = _cap(_dict(item.get("info")))
                 rows.append((t, chk.rate(item.get("fundingRate"), "fundingRate", cap)))
             except VenueDataError as exc:
-                self._bad(exc)
+                self._bad(exc, item)
         rows.sort()
         interval = m.interval_hours or _median_gap_hours(rows)
         if interval is None:
@@ -424,7 +428,7 @@ class CcxtVenueClient:
                     last=chk.positive_or_none(item.get("last"), "last"),
                 )
             except VenueDataError as exc:
-                self._bad(exc)
+                self._bad(exc, item)
                 continue
             self.marks[m.symbol] = mark
             out.append(tick)
@@ -457,7 +461,7 @@ class CcxtVenueClient:
                 raise chk.fail("openInterest", f"negative: {value}")
             ts = chk.timestamp(item.get("timestamp") or self.clock(), "timestamp")
         except VenueDataError as exc:
-            self._bad(exc)
+            self._bad(exc, item)
             raise
         return OpenInterest(
             ts_ms=ts, venue=self.venue, symbol=symbol, oi_usd=value, oi_contracts=amount
@@ -500,7 +504,7 @@ class CcxtVenueClient:
                     )
                 )
             except VenueDataError as exc:
-                self._bad(exc)
+                self._bad(exc, item)
         out.sort(key=lambda e: e.ts_ms)
         return out
 
@@ -519,7 +523,7 @@ class CcxtVenueClient:
                 raise chk.fail("bids/asks", f"crossed book {bids[0].price} >= {asks[0].price}")
             ts = chk.timestamp(book.get("timestamp") or self.clock(), "timestamp")
         except VenueDataError as exc:
-            self._bad(exc)
+            self._bad(exc, book)
             raise
         return BookTop(ts_ms=ts, venue=self.venue, symbol=symbol, bids=bids, asks=asks)
 
@@ -608,7 +612,7 @@ class CcxtVenueClient:
                 notional_usd=qty * price,
             )
         except VenueDataError as exc:
-            self._bad(exc)
+            self._bad(exc, item)
             return None
 
     # ---- private ----------------------------------------------------------------------------
@@ -834,7 +838,7 @@ class CcxtVenueClient:
                     )
                 )
             except VenueDataError as exc:
-                self._bad(exc)
+                self._bad(exc, item)
         out.sort(key=lambda p: p.ts_ms)
         return out
 
