@@ -22,11 +22,22 @@ def _optional(module: str, func: str):
         return None
 
 
-async def _nats_benches(url: str, events: int, seconds: float) -> dict:
-    out = {"bus": await bus.run(url, events)}
-    out["pipeline"] = []
-    for i, rate in enumerate((1000, 5000)):
-        out["pipeline"].append(await pipeline.run_rate(url, rate, seconds, f"r{i}"))
+def _fresh(run) -> dict:
+    """One pipeline run on its own nats-server: a durable consumer would otherwise replay the
+    signals an earlier run left in the stream before this run's."""
+    with tempfile.TemporaryDirectory() as tmp, NatsServer(store_dir=Path(tmp)) as server:
+        return asyncio.run(run(server.url))
+
+
+def _nats_benches(events: int, seconds: float) -> dict:
+    out = {"bus": _fresh(lambda url: bus.run(url, events))}
+    out["pipeline"] = [
+        _fresh(lambda url, r=rate: pipeline.run_rate(url, r, seconds, "r")) for rate in (1000, 5000)
+    ]
+    out["pipeline_processes"] = [
+        _fresh(lambda url, r=rate: pipeline.run_rate_processes(url, r, seconds, "p"))
+        for rate in (200, 1000)
+    ]
     return out
 
 
@@ -40,8 +51,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with tempfile.TemporaryDirectory() as tmp, NatsServer(store_dir=Path(tmp)) as server:
-        results.update(asyncio.run(_nats_benches(server.url, args.events, args.seconds)))
+    results.update(_nats_benches(args.events, args.seconds))
     for key, module, func in (
         ("funding_predictor_batch", "hean.bench.models", "funding_batch"),
         ("backtest_replay", "hean.backtest.bench", "replay_throughput"),
@@ -63,19 +73,27 @@ def render(r: dict) -> str:
         f"  HEAN bus + runtime                 {b['hean_runtime_events_per_s']:>10,} events/s"
         f"  ratio {b['ratio']:.2f} (goal >= {b['goal_ratio']})",
         "",
-        "pipeline collector->predictor->strategy->risk->router over NATS",
+        "pipeline collector->predictor->strategy->risk->router over NATS, one process",
     ]
-    for p in r["pipeline"]:
+    lines += _pipeline_lines(r["pipeline"])
+    lines += ["", "the same pipeline, each stage in its own process (as the services run)"]
+    lines += _pipeline_lines(r.get("pipeline_processes", []))
+    for key in ("funding_predictor_batch", "backtest_replay"):
+        lines.append("")
+        lines.append(f"{key}: {json.dumps(r[key])}")
+    return "\n".join(lines)
+
+
+def _pipeline_lines(runs: list[dict]) -> list[str]:
+    lines = []
+    for p in runs:
         lines.append(
             f"  target {p['target_events_per_s']:>5}/s: offered {p['offered_events_per_s']}/s, "
             f"delivered {p['delivered_events_per_s']}/s, lost {p['lost']} of {p['sent']}"
         )
         for hop, lat in p["hops"].items():
             lines.append(f"      {hop:<22} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
-    for key in ("funding_predictor_batch", "backtest_replay"):
-        lines.append("")
-        lines.append(f"{key}: {json.dumps(r[key])}")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ figures are the bus and runtime cost of each hop, not the cost of the models.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import numpy as np
@@ -36,7 +37,7 @@ class _Stage(ServiceLogic):
 
     def on_event(self, event: ev.Event, now_ms: int):
         key = _key(event)
-        self._stamps[self.name][key] = time.perf_counter_ns()
+        self._stamps[self.name][key] = time.monotonic_ns()
         out = self._convert(event, now_ms)
         return [out] if out is not None else []
 
@@ -102,10 +103,13 @@ def _intent(e: ev.Signal, now: int) -> ev.OrderIntent:
     )
 
 
-async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
-    stamps: dict[str, dict[int, int]] = {n: {} for n in ("predictor", "strategy", "risk", "router")}
-    sent: dict[int, int] = {}
-    stages = [
+def _consume(e: ev.Event, now: int) -> None:
+    return None
+
+
+def _stages(stamps: dict, run_id: str) -> list[_Stage]:
+    """The four relaying stages, as the real services subscribe (core or durable)."""
+    return [
         _Stage(
             "predictor", [Input(subjects.FUNDING.pattern(), (ev.FundingRate,))], _forecast, stamps
         ),
@@ -130,22 +134,44 @@ async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
                     durable=f"bench_router_{run_id}",
                 )
             ],
-            lambda e, n: None,
+            _consume,
             stamps,
         ),
     ]
-    buses = []
-    runtimes = []
-    for st in stages:
-        bus = await NatsBus.connect(url, f"bench-{st.name}")
-        await bus.ensure_streams()
-        rt = Runtime(st, bus, SystemClock())
-        await rt.start()
-        buses.append(bus)
-        runtimes.append(rt)
+
+
+async def _serve_stage(name: str, url: str, run_id: str, conn) -> None:
+    stamps: dict[str, dict[int, int]] = {n: {} for n in ("predictor", "strategy", "risk", "router")}
+    stage = next(st for st in _stages(stamps, run_id) if st.name == name)
+    bus = await NatsBus.connect(url, f"bench-{name}")
+    await bus.ensure_streams()
+    rt = Runtime(stage, bus, SystemClock())
+    await rt.start()
+    conn.send("ready")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, conn.recv)  # "stop"
+    await rt.stop()
+    await bus.close()
+    conn.send(stamps[name])
+
+
+def _stage_process(name: str, url: str, run_id: str, conn) -> None:
+    asyncio.run(_serve_stage(name, url, run_id, conn))
+
+
+_RUNS = itertools.count(1)
+
+
+async def _offer(url: str, rate: int, seconds: float) -> tuple[dict[int, int], float]:
+    """Publish funding events at a steady rate; returns send stamps and the time it took.
+
+    Keys are unique per run: durable consumers of later runs replay the stored signals and
+    intents of earlier ones, which must not be taken for this run's."""
+    base = next(_RUNS) * 10_000_000
     source = await NatsBus.connect(url, "bench-collector")
     # core publishes, as market data flows; the history stream stores them server-side
     subject = subjects.FUNDING.subject("benchvenue", "BTCUSDT")
+    sent: dict[int, int] = {}
     total = int(rate * seconds)
     interval = 1.0 / rate
     started = time.perf_counter()
@@ -160,20 +186,16 @@ async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
             symbol="BTCUSDT",
             rate=0.0001,
             interval_hours=8,
-            funding_time_ms=i,
+            funding_time_ms=base + i,
         )
-        sent[i] = time.perf_counter_ns()
+        sent[base + i] = time.monotonic_ns()
         await source.nc.publish(subject, codec.encode(event))
     publish_s = time.perf_counter() - started
-    deadline = time.perf_counter() + 30
-    while len(stamps["router"]) < total and time.perf_counter() < deadline:
-        await asyncio.sleep(0.05)
-    drained_s = time.perf_counter() - started
-    for rt in runtimes:
-        await rt.stop()
-    for bus in [*buses, source]:
-        await bus.close()
+    await source.close()
+    return sent, publish_s
 
+
+def _report(rate: int, sent: dict, stamps: dict, publish_s: float, drained_s: float) -> dict:
     chain = [sent, stamps["predictor"], stamps["strategy"], stamps["risk"], stamps["router"]]
     hops = {}
     for name, a, b in zip(HOPS, chain, chain[1:], strict=False):
@@ -182,7 +204,8 @@ async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
             "p50_ms": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
         }
-    delivered = len(stamps["router"])
+    total = len(sent)
+    delivered = sum(1 for k in stamps["router"] if k in sent)
     return {
         "target_events_per_s": rate,
         "offered_events_per_s": round(total / publish_s),
@@ -192,3 +215,60 @@ async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
         "delivered_events_per_s": round(delivered / drained_s),
         "hops": hops,
     }
+
+
+async def run_rate_processes(url: str, rate: int, seconds: float, run_id: str) -> dict:
+    """The same pipeline with each stage in its own process, as the services run."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs, conns = [], []
+    for name in ("predictor", "strategy", "risk", "router"):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_stage_process, args=(name, url, run_id, child), daemon=True)
+        proc.start()
+        procs.append(proc)
+        conns.append(parent)
+    loop = asyncio.get_running_loop()
+    for conn in conns:
+        await loop.run_in_executor(None, conn.recv)  # "ready"
+    started = time.perf_counter()
+    sent, publish_s = await _offer(url, rate, seconds)
+    # the router stage reports only at the end: give the backlog a bounded time to drain
+    await asyncio.sleep(min(30.0, 2.0 + seconds * 0.5))
+    drained_s = time.perf_counter() - started
+    stamps: dict[str, dict[int, int]] = {}
+    for name, conn in zip(("predictor", "strategy", "risk", "router"), conns, strict=True):
+        conn.send("stop")
+        stamps[name] = await loop.run_in_executor(None, conn.recv)
+    for proc in procs:
+        proc.join(timeout=10)
+    last = max((t for k, t in stamps["router"].items() if k in sent), default=0)
+    first = min(sent.values(), default=0)
+    drained = (last - first) / 1e9 if last else drained_s
+    return _report(rate, sent, stamps, publish_s, max(drained, publish_s))
+
+
+async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
+    """Every stage in this process on its own connection: the bus and runtime cost alone."""
+    stamps: dict[str, dict[int, int]] = {n: {} for n in ("predictor", "strategy", "risk", "router")}
+    runtimes, buses = [], []
+    for st in _stages(stamps, run_id):
+        bus = await NatsBus.connect(url, f"bench-{st.name}")
+        await bus.ensure_streams()
+        rt = Runtime(st, bus, SystemClock())
+        await rt.start()
+        buses.append(bus)
+        runtimes.append(rt)
+    started = time.perf_counter()
+    sent, publish_s = await _offer(url, rate, seconds)
+    total = len(sent)
+    deadline = time.perf_counter() + 30
+    while sum(1 for k in stamps["router"] if k in sent) < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    drained_s = time.perf_counter() - started
+    for rt in runtimes:
+        await rt.stop()
+    for bus in buses:
+        await bus.close()
+    return _report(rate, sent, stamps, publish_s, drained_s)
