@@ -63,7 +63,7 @@ class Runtime:
         # they are stored, so a crash redelivers the input rather than losing an output.
         async def handle(message: Message) -> None:
             m = self.metrics
-            m.received.labels(m.service).inc()
+            m.received_here.inc()
             try:
                 event = codec.decode(message.data, self.max_event_bytes)
             except codec.DecodeError as exc:
@@ -87,7 +87,7 @@ class Runtime:
                 await self.dead_letter(message, f"handler error: {exc!r}", "handler_error")
                 return
             finally:
-                m.handler_seconds.labels(m.service).observe(time.perf_counter() - started)
+                m.handler_here.observe(time.perf_counter() - started)
             await self.emit(outputs, wait=False)
 
         return handle
@@ -102,7 +102,7 @@ class Runtime:
             await self.bus.publish(
                 subject, codec.encode(event), msg_id=msg_id_for(event), wait=wait
             )
-            self.metrics.published.labels(self.metrics.service).inc()
+            self.metrics.published_here.inc()
 
     async def tick(self) -> None:
         try:

@@ -38,6 +38,10 @@ class RuntimeMetrics:
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
             registry=self.registry,
         )
+        # the children every message touches, looked up once
+        self.received_here = self.received.labels(service)
+        self.published_here = self.published.labels(service)
+        self.handler_here = self.handler_seconds.labels(service)
         self.ready = Gauge(
             "hean_service_ready", "1 when the service is ready.", labels, registry=self.registry
         )
