@@ -535,3 +535,32 @@ async def test_the_documented_example_scenario_runs() -> None:
         sim.advance(9000 - 1300)
         assert sim.market.outage("okx") is not None and sim.market.outage("bybit") is None
         assert sim.market.liquidations["binance"] or sim._liq_log["binance"]
+
+
+@pytest.mark.data
+async def test_replay_settles_the_recorded_funding_at_its_times(data_dir: Path) -> None:
+    import pandas as pd
+
+    sc = Scenario(replay_dir=str(data_dir), replay_start="2025-06-01")
+    async with SimServer(sc) as sim:
+        assert sim.start_ms == 1_748_736_000_000  # 2025-06-01 00:00 UTC
+        c = client("binance", sim.url)
+        try:
+            intervals = {m.symbol: m.interval_hours for m in await c.load_markets()}
+            assert intervals["BTCUSDT"] == 8 and intervals["HYPEUSDT"] == 4
+            sim.advance(24 * 3600)
+            got = [(h.funding_time_ms, h.rate) for h in await c.fetch_funding_history("BTCUSDT")]
+        finally:
+            await c.close()
+    fr = pd.read_parquet(data_dir / "normalized" / "funding_settlements.parquet")
+    rec = fr[(fr.exchange == "binance") & (fr.symbol == "BTCUSDT")]
+    day = rec[
+        (rec.funding_time_utc > pd.Timestamp("2025-06-01", tz="UTC"))
+        & (rec.funding_time_utc <= pd.Timestamp("2025-06-02", tz="UTC"))
+    ]
+    want = [
+        (int(t.value // 1_000_000), r)
+        for t, r in zip(day.funding_time_utc, day.funding_rate, strict=True)
+    ]
+    assert len(want) == 3
+    assert [(t, round(r, 10)) for t, r in got] == [(t, round(r, 10)) for t, r in want]

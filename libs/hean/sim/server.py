@@ -36,7 +36,6 @@ class SimServer:
         scenario: Scenario | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
-        data_dir: str | None = None,
     ) -> None:
         self.scenario = scenario or default_scenario()
         validate(self.scenario)
@@ -47,9 +46,8 @@ class SimServer:
         """How long a request hangs in a ``timeout`` outage (longer than a client's timeout)."""
         start = self.scenario.start_ms
         replay = None
-        replay_dir = self.scenario.replay_dir or data_dir
         if self.scenario.replay_dir:
-            replay = load_replay(replay_dir, self.scenario)
+            replay = load_replay(self.scenario.replay_dir, self.scenario)
             start = start or replay.start_ms
         self.start_ms = start or int(time.time() * 1000)
         self.market = Market(self.scenario, self.start_ms)
