@@ -175,3 +175,53 @@ async def test_service_without_model_is_not_ready(nats_url: str, tmp_path) -> No
     async with running(build(settings), settings) as ctx:
         assert ctx.runtime.logic.readiness(0) == {"model_loaded": False}
         assert str(tmp_path) in ctx.runtime.logic.load_error
+
+
+async def test_a_restarted_predictor_rebuilds_its_bars_from_history(nats_url: str) -> None:
+    """Stored funding snapshots (mark prices) and open interest give the bars back at start,
+    so the first new price gets a forecast instead of days of warm-up."""
+    import time
+
+    from hean.bus.nats import NatsBus
+    from hean_proto.subjects import msg_id_for
+
+    now = int(time.time() * 1000)
+    start = now - 8 * D
+    bus = await NatsBus.connect(nats_url, "history-writer")
+    await bus.ensure_streams()
+    for i in range(8 * 6):  # every 4 h for 8 days
+        t = start + i * 4 * H
+        px = 100.0 * (1 + 0.001 * i)
+        for e in (
+            FundingRate(
+                ts_ms=t,
+                venue="sim",
+                symbol="SOLUSDT",
+                rate=0.0001,
+                interval_hours=8,
+                mark_price=px,
+            ),
+            OpenInterest(ts_ms=t, venue="sim", symbol="SOLUSDT", oi_usd=1e6 * px),
+        ):
+            await bus.publish(subject_for(e), codec.encode(e), msg_id=msg_id_for(e), wait=True)
+    await bus.close()
+
+    cold = Settings(nats_url=nats_url, health_port=free_port(), bootstrap_history=False)
+    async with running(build(cold), cold) as ctx:
+        assert ("sim", "SOLUSDT") not in ctx.runtime.logic.symbols
+
+    settings = Settings(nats_url=nats_url, health_port=free_port())
+    tap = Tap()
+    await tap.start(nats_url)
+    pub = await nats.connect(nats_url)
+    try:
+        async with running(build(settings), settings) as ctx:
+            bars = ctx.runtime.logic.bars_frame(("sim", "SOLUSDT"))
+            assert len(bars) >= 8 and bars["oi_units"].notna().all()
+            tick = PriceTick(ts_ms=now, venue="sim", symbol="SOLUSDT", mark=105.0)
+            await pub.publish(subject_for(tick), codec.encode(tick))
+            found = await tap.until(of(CascadeForecast, venue="sim", symbol="SOLUSDT"), 30)
+            assert 0 <= found[-1].probability <= 1
+    finally:
+        await pub.close()
+        await tap.close()

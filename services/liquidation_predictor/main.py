@@ -38,6 +38,8 @@ class Settings(ServiceSettings, kw_only=True):
     momentum_window_s: Positive = 900.0
     liquidation_window_s: Positive = 3600.0
     book_depth: Annotated[int, Meta(ge=1, le=500)] = 10
+    bootstrap_history: bool = True
+    """Rebuild recent bars from the history stream at start instead of waiting days for them."""
 
 
 def _stamp(model_dir: Path) -> float | None:
@@ -70,8 +72,34 @@ def build(settings: Settings) -> ServiceApp:
     async def start(ctx: ServiceContext) -> None:
         logic.metrics = PredictorMetrics(ctx.metrics.registry)
         await reloader.load()
+        if settings.bootstrap_history:
+            await _bootstrap(ctx, logic)
 
     async def watch_model(ctx: ServiceContext) -> None:
         await reloader.watch(ctx, settings.model_poll_s)
 
     return ServiceApp(logic=logic, on_start=[start], tasks=[watch_model])
+
+
+async def _bootstrap(ctx: ServiceContext, logic: LiquidationPredictorLogic) -> None:
+    """Fold stored funding snapshots (their mark prices) and open interest into the bars."""
+    from hean.history import read_market_history
+    from hean_proto.events import FundingRate, PriceTick
+
+    now = ctx.runtime.clock.now_ms()
+    bar_ms = logic.model.bar_ms if logic.model else 86_400_000
+    try:
+        events = await read_market_history(
+            ctx.bus.js, since_ms=now - logic.config.max_bars * bar_ms, idle_timeout_s=2.0
+        )
+    except Exception as exc:  # no history stream yet is normal on a fresh system
+        log.info("no market history to bootstrap from: %s", exc)
+        return
+    for e in events:
+        if isinstance(e, FundingRate) and e.mark_price is not None and not e.stale:
+            tick = PriceTick(ts_ms=e.ts_ms, venue=e.venue, symbol=e.symbol, mark=e.mark_price)
+            logic.on_event(tick, now)
+        logic.on_event(e, now)
+    log.info(
+        "bootstrapped bars from %d stored events for %d symbols", len(events), len(logic.symbols)
+    )

@@ -11,6 +11,7 @@ from hean.history.store import (
     import_file,
     read_frame,
     read_funding,
+    read_market_history,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "import_file",
     "read_frame",
     "read_funding",
+    "read_market_history",
 ]

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,8 @@ import nats.errors
 from nats.js.api import DeliverPolicy
 
 from hean_proto import codec
-from hean_proto.events import FundingRate
-from hean_proto.subjects import FUNDING, msg_id_for, subject_for
+from hean_proto.events import Event, FundingRate, OpenInterest
+from hean_proto.subjects import FUNDING, OPEN_INTEREST, msg_id_for, subject_for
 from hean_proto.types import TOKEN_PATTERN
 
 HISTORY_STREAM = "HEAN_HISTORY"
@@ -168,6 +168,37 @@ def events_to_frame(events: Iterable[FundingRate], source: str = "hean"):
     return frame.sort_values(["exchange", "symbol", "funding_time_utc"]).reset_index(drop=True)
 
 
+async def _read_history(js, subject: str, idle_timeout_s: float) -> AsyncIterator[Event]:
+    """Every decodable event stored under ``subject`` in the history stream, in order."""
+    # a fresh consumer may report zero pending before it has scanned the stream; the
+    # stream's per-subject counts say reliably whether there is anything to read
+    info = await js.stream_info(HISTORY_STREAM, subjects_filter=subject)
+    if not info.state.subjects or not sum(info.state.subjects.values()):
+        return
+    sub = await js.subscribe(
+        subject,
+        stream=HISTORY_STREAM,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        pending_msgs_limit=-1,
+        pending_bytes_limit=-1,
+    )
+    try:
+        pending = 1
+        while pending:
+            try:
+                msg = await sub.next_msg(timeout=idle_timeout_s)
+            except nats.errors.TimeoutError:
+                break
+            pending = msg.metadata.num_pending
+            try:
+                yield codec.decode(msg.data)
+            except codec.DecodeError:
+                continue
+    finally:
+        await sub.unsubscribe()
+
+
 async def read_funding(
     js,
     *,
@@ -184,50 +215,38 @@ async def read_funding(
     only covers its duplicate window.
     """
     subject = FUNDING.pattern(venue or "*", symbol or "*")
-    # a fresh consumer may report zero pending before it has scanned the stream; the
-    # stream's per-subject counts say reliably whether there is anything to read
-    info = await js.stream_info(HISTORY_STREAM, subjects_filter=subject)
-    if not info.state.subjects or not sum(info.state.subjects.values()):
-        return []
-    sub = await js.subscribe(
-        subject,
-        stream=HISTORY_STREAM,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        pending_msgs_limit=-1,
-        pending_bytes_limit=-1,
-    )
     out: list[FundingRate] = []
     seen: set[str] = set()
-    try:
-        pending = 1
-        while pending:
-            try:
-                msg = await sub.next_msg(timeout=idle_timeout_s)
-            except nats.errors.TimeoutError:
-                break
-            pending = msg.metadata.num_pending
-            try:
-                event = codec.decode(msg.data)
-            except codec.DecodeError:
+    async for event in _read_history(js, subject, idle_timeout_s):
+        if not isinstance(event, FundingRate):
+            continue
+        if settled_only and not event.settled:
+            continue
+        t = event.funding_time_ms if event.funding_time_ms is not None else event.ts_ms
+        if since_ms is not None and t < since_ms:
+            continue
+        if until_ms is not None and t >= until_ms:
+            continue
+        key = msg_id_for(event)
+        if key is not None:
+            if key in seen:
                 continue
-            if not isinstance(event, FundingRate):
-                continue
-            if settled_only and not event.settled:
-                continue
-            t = event.funding_time_ms if event.funding_time_ms is not None else event.ts_ms
-            if since_ms is not None and t < since_ms:
-                continue
-            if until_ms is not None and t >= until_ms:
-                continue
-            key = msg_id_for(event)
-            if key is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
-            out.append(event)
-    finally:
-        await sub.unsubscribe()
+            seen.add(key)
+        out.append(event)
+    return out
+
+
+async def read_market_history(
+    js, *, since_ms: int, idle_timeout_s: float = 5.0
+) -> list[FundingRate | OpenInterest]:
+    """Funding (settlements and snapshots, which carry the mark price) and open interest since
+    ``since_ms``, ordered by time: what a restarted predictor rebuilds its bars from."""
+    out: list[FundingRate | OpenInterest] = []
+    for subject in (FUNDING.pattern("*", "*"), OPEN_INTEREST.pattern("*", "*")):
+        async for event in _read_history(js, subject, idle_timeout_s):
+            if isinstance(event, FundingRate | OpenInterest) and event.ts_ms >= since_ms:
+                out.append(event)
+    out.sort(key=lambda e: e.ts_ms)
     return out
 
 
