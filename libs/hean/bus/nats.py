@@ -5,7 +5,7 @@ Subjects captured by a stream of ``hean_proto.subjects.STREAMS`` are published t
 JetStream with ``Nats-Msg-Id`` so that a retried publish is stored once. Durable consumers are
 pull consumers with explicit ack: a message is acknowledged only after its handler returns
 and everything the handler published is stored.
-A fetch loop that keeps failing (as pull consumers can after a server restart) rebinds its
+A pull loop that keeps failing (as pull consumers can after a server restart) rebinds its
 subscription and is reported through ``stale_consumers``.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import ssl
@@ -138,12 +139,6 @@ class _PullSub(Subscription):
             self.pattern, durable=self.durable, stream=self.stream.name, config=config
         )
 
-    async def _fetch(self, psub, batch: int, timeout: float) -> list:
-        try:
-            return await psub.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
-            return []
-
     async def _process(self, msgs: list) -> None:
         for m in msgs:
             produced: list[asyncio.Task] = []
@@ -181,11 +176,11 @@ class _PullSub(Subscription):
             await (m.ack() if all(results) else m.nak(delay=1.0))
 
     async def run(self) -> None:
-        """Wait for one message, then drain what is already there in batches.
+        """Keep one pull request outstanding and hand on each message the moment it arrives.
 
-        A lingering fetch for a batch holds the messages it receives until the batch fills or
-        the request expires, so batches ask only for what the stream says is already waiting
-        (``num_pending``): they come back at once, and an idle consumer waits for one message.
+        nats-py's ``fetch`` holds the messages of a batch until the batch fills or the request
+        expires, which is latency; the server itself sends each message as soon as it is
+        stored, so this loop asks for a batch and reads the messages one by one as they come.
         """
         psub = None
         try:
@@ -193,15 +188,7 @@ class _PullSub(Subscription):
                 try:
                     if psub is None:
                         psub = await self._bind()
-                    msgs = await self._fetch(psub, 1, 1.0)
-                    self.last_ok = time.monotonic()
-                    self.failures = 0
-                    while msgs:
-                        await self._process(msgs)
-                        waiting = _num_pending(msgs[-1])
-                        if self.stopping or waiting <= 0:
-                            break
-                        msgs = await self._fetch(psub, min(self.batch, waiting), 0.05)
+                    await self._stream(psub)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -218,21 +205,58 @@ class _PullSub(Subscription):
                     psub = None
                     await asyncio.sleep(min(0.2 * 2**self.failures, 5.0))
         finally:
+            if psub is not None:
+                await self._hand_back(psub)
             await _unsubscribe(psub)
+
+    async def _stream(self, psub) -> None:
+        nc = self.bus.nc
+        left = 0
+        while not self.stopping:
+            if left <= 0:
+                request = {"batch": self.batch, "expires": int(PULL_EXPIRES_S * 1e9)}
+                await nc.publish(psub._nms, json.dumps(request).encode(), reply=psub._deliver)
+                left = self.batch
+            try:
+                msg = await psub._sub.next_msg(timeout=PULL_EXPIRES_S + 1.0)
+            except nats.errors.TimeoutError:
+                left = 0  # the request went unanswered (a reconnect): ask again
+                continue
+            status = nats.js.JetStreamContext.is_status_msg(msg)
+            if status == "100":  # idle heartbeat
+                continue
+            if status in ("404", "408"):  # nothing waiting / the request expired
+                left = 0
+                continue
+            if status:
+                description = (msg.headers or {}).get("Description", "")
+                raise RuntimeError(f"pull request refused: {status} {description}")
+            left -= 1
+            self.last_ok = time.monotonic()
+            self.failures = 0
+            await self._process([msg])
+
+    async def _hand_back(self, psub) -> None:
+        """Messages the server already sent but this instance will not handle go back at once
+        (instead of after the ack wait), so another instance or the restart takes them."""
+        while True:
+            try:
+                msg = await psub._sub.next_msg(timeout=0.05)
+            except Exception:
+                return
+            if not nats.js.JetStreamContext.is_status_msg(msg):
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+
+
+PULL_EXPIRES_S = 1.0
+"""Lifetime of one outstanding pull request; also bounds how long stopping waits."""
 
 
 async def _unsubscribe(psub: object) -> None:
     if psub is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(psub.unsubscribe(), 2.0)  # type: ignore[attr-defined]
-
-
-def _num_pending(msg: object) -> int:
-    """Messages still waiting for this consumer after ``msg``, as the server counted them."""
-    try:
-        return int(msg.metadata.num_pending or 0)  # type: ignore[attr-defined]
-    except Exception:
-        return 0
 
 
 class NatsBus(Bus):
