@@ -91,6 +91,8 @@ def _pipeline_lines(runs: list[dict]) -> list[str]:
             f"  target {p['target_events_per_s']:>5}/s: offered {p['offered_events_per_s']}/s, "
             f"delivered {p['delivered_events_per_s']}/s, lost {p['lost']} of {p['sent']}"
         )
+        if p["lost"]:
+            lines.append(f"      reached per stage: {p['reached']}")
         for hop, lat in p["hops"].items():
             lines.append(f"      {hop:<22} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
     return lines

@@ -212,6 +212,7 @@ def _report(rate: int, sent: dict, stamps: dict, publish_s: float, drained_s: fl
         "delivered": delivered,
         "sent": total,
         "lost": total - delivered,
+        "reached": {k: sum(1 for x in v if x in sent) for k, v in stamps.items()},
         "delivered_events_per_s": round(delivered / drained_s),
         "hops": hops,
     }
