@@ -103,6 +103,7 @@ def service_grants() -> dict[str, Grant]:
             "liquidation-predictor",
             publish=(sj.PRED_CASCADE.pattern(),),
             subscribe=MARKET_DATA,
+            consume=(_HISTORY,),  # rebuilds its bars from stored snapshots at start
         ),
         "strategy-engine": Grant(
             "strategy-engine",
