@@ -133,22 +133,18 @@ class LiveStack:
     async def _tap(self, message: Message) -> None:
         event = codec.decode(message.data)
         r = self.record
-        if isinstance(event, Signal):
-            r.signals.append(event)
-        elif isinstance(event, RiskDecision):
-            r.decisions.append(event)
-        elif isinstance(event, OrderIntent):
-            r.intents.append(event)
-        elif isinstance(event, OrderUpdate):
-            r.updates.append(event)
-        elif isinstance(event, Fill):
-            r.fills.append(event)
-        elif isinstance(event, FundingPayment):
-            r.payments.append(event)
-        elif isinstance(event, FundingForecast):
-            r.forecasts.append(event)
-        elif isinstance(event, Alert):
-            r.alerts.append(event)
+        kept = {
+            Signal: r.signals,
+            RiskDecision: r.decisions,
+            OrderIntent: r.intents,
+            OrderUpdate: r.updates,
+            Fill: r.fills,
+            FundingPayment: r.payments,
+            FundingForecast: r.forecasts,
+            Alert: r.alerts,
+        }.get(type(event))
+        if kept is not None:
+            kept.append(event)
         elif isinstance(event, RiskState):
             if event.state == "HALTED" and self._last_state != "HALTED":
                 r.halts.append(event)

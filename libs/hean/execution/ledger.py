@@ -134,21 +134,9 @@ class Ledger(msgspec.Struct, kw_only=True):
         book = self.positions.get(self.key(venue, symbol))
         if book is None or not book.qty or funding_time_ms <= book.last_funding_ms:
             return None
-        amount = -book.qty * mark * rate
-        book.funding_usd += amount
-        book.last_funding_ms = funding_time_ms
-        self.funding_payments += 1
-        payment = FundingPayment(
-            ts_ms=ts_ms,
-            venue=venue,
-            symbol=symbol,
-            rate=rate,
-            position_qty=book.qty,
-            mark_price=mark,
-            amount_usd=amount,
-            funding_time_ms=funding_time_ms,
+        return self._book(
+            book, venue, symbol, rate, mark, -book.qty * mark * rate, funding_time_ms, ts_ms
         )
-        return payment, book.event(ts_ms)
 
     def book_payment(
         self,
@@ -174,6 +162,20 @@ class Ledger(msgspec.Struct, kw_only=True):
             return None
         if rate is None:
             rate = -amount_usd / (book.qty * mark) if book.qty else 0.0
+        return self._book(book, venue, symbol, rate, mark, amount_usd, funding_time_ms, ts_ms)
+
+    def _book(
+        self,
+        book: PositionBook,
+        venue: str,
+        symbol: str,
+        rate: float,
+        mark: float,
+        amount_usd: float,
+        funding_time_ms: int,
+        ts_ms: int,
+    ) -> tuple[FundingPayment, Position]:
+        """Credit one settlement to the position, once, and say so as events."""
         book.funding_usd += amount_usd
         book.last_funding_ms = funding_time_ms
         self.funding_payments += 1
