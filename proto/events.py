@@ -17,6 +17,7 @@ from hean_proto.types import (
     Action,
     Fraction,
     FundingRateFraction,
+    Instrument,
     IntervalHours,
     NonNegative,
     PriceUsd,
@@ -189,7 +190,7 @@ class SignalLeg(msgspec.Struct, frozen=True, kw_only=True):
     venue: Token
     symbol: Token
     side: Side
-    instrument: Literal["perp", "spot"] = "perp"
+    instrument: Instrument = "perp"
     weight: Fraction = 1.0
 
 
@@ -222,7 +223,7 @@ class IntentLeg(msgspec.Struct, frozen=True, kw_only=True):
     side: Side
     qty: NonNegative
     notional_usd: NonNegative
-    instrument: Literal["perp", "spot"] = "perp"
+    instrument: Instrument = "perp"
     reduce_only: bool = False
 
 
@@ -286,6 +287,7 @@ class OrderUpdate(Event, frozen=True, kw_only=True):
     avg_price: PriceUsd | None = None
     venue_order_id: str | None = None
     reason: str = ""
+    instrument: Instrument = "perp"
 
 
 class Fill(Event, frozen=True, kw_only=True):
@@ -302,10 +304,15 @@ class Fill(Event, frozen=True, kw_only=True):
     fee_usd: SignedAmount
     liquidity: Literal["maker", "taker"] = "taker"
     paper: bool = True
+    instrument: Instrument = "perp"
 
 
 class Position(Event, frozen=True, kw_only=True):
-    """A position after a change; ``qty`` is signed (negative = short), in base units."""
+    """A position after a change; ``qty`` is signed (negative = short), in base units.
+
+    A spot position (``instrument="spot"``) is a holding of the base asset: never negative,
+    never charged or credited funding.
+    """
 
     venue: Token
     symbol: Token
@@ -316,6 +323,7 @@ class Position(Event, frozen=True, kw_only=True):
     realized_usd: SignedAmount = 0.0
     funding_usd: SignedAmount = 0.0
     fees_usd: SignedAmount = 0.0
+    instrument: Instrument = "perp"
 
 
 class FundingPayment(Event, frozen=True, kw_only=True):

@@ -56,6 +56,11 @@ Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 Side = Literal["buy", "sell"]
 
+Instrument = Literal["perp", "spot"]
+"""What a leg, order, fill or position trades: the perpetual swap or the spot pair of the same
+canonical symbol on the same venue. Spot pays no funding and cannot be sold short without
+borrowing."""
+
 Action = Literal["ENTER", "HOLD", "EXIT"]
 
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
