@@ -212,6 +212,51 @@ def test_a_leg_filling_alone_is_unwound_by_the_router_and_charged(synth_dir: Pat
     assert again.equity_usd == r.equity_usd
 
 
+def test_a_late_leg_fills_at_the_price_moved_by_trailing_volatility():
+    """The second leg of the entry fills 60 s after the first, at the recorded price moved by a
+    seeded draw scaled by the trailing volatility of the bars before it (by hand below); the
+    first leg and the reduce-only exit are not delayed, and the move is reported as price, not
+    slippage."""
+    h = _hand_history()
+    s = h.prices["BTCUSDT"]
+    before = np.asarray([START_MS - k * H for k in (16, 12, 8, 4)], dtype="int64")
+    times = np.concatenate([before, s.times_ms])
+    px = np.concatenate([[96.0, 97.0, 98.0, 99.0], s.perp])
+    h.prices["BTCUSDT"] = PriceSeries("BTCUSDT", times, px, px.copy(), "hand", True)
+    rets = np.log([97 / 96, 98 / 97, 99 / 98, 100 / 99])
+    vol = float(np.sqrt(np.sum(rets**2) / (16 * H)))
+    assert h.prices["BTCUSDT"].vol_per_sqrt_ms(START_MS) == pytest.approx(vol)
+    costs = CostModel(slippage_bps=1.0, leg_latency_ms=60_000, seed=3)
+    cfg = BacktestConfig(strategy="scripted", costs=costs, baseline=False)
+    r = replay(h, Scripted(), cfg)
+    entry = [f for f in r.record.fills if f.intent_id == r.record.intents[0].id]
+    first, late = entry
+    move = costs.late_leg_move(late.client_order_id, vol)
+    assert move != 0.0 and costs.late_leg_move(first.client_order_id, vol) == 0.0
+    assert first.price == pytest.approx(100.01)  # bybit buy, on time
+    assert late.price == pytest.approx(100.0 * np.exp(move) * (1 - 1e-4))  # binance sell, late
+    exits = [f.price for f in r.record.fills if f.intent_id == r.record.intents[1].id]
+    assert exits == pytest.approx([103.9896, 104.0104])
+    a = _identity(r)
+    assert a.late_legs == 1
+    assert a.late_leg_move_usd == pytest.approx(2.0 * 100.0 * (1 - np.exp(move)))
+    assert a.slippage_usd == pytest.approx(0.02 + 2.0 * 100.0 * np.exp(move) * 1e-4 + 0.0416)
+    again = replay(h, Scripted(), cfg)
+    assert again.equity_usd == r.equity_usd
+
+
+def test_late_leg_draws_are_standard_normal_and_scale_with_the_root_of_the_delay():
+    ids = [f"H{i:027d}L01" for i in range(4000)]
+    z = np.asarray([CostModel(leg_latency_ms=1.0).late_leg_move(c, 1.0) for c in ids])
+    assert abs(z.mean()) < 0.06 and 0.95 < z.std() < 1.05
+    slow = CostModel(leg_latency_ms=4.0).late_leg_move(ids[0], 1.0)
+    assert slow == pytest.approx(2.0 * z[0])
+    assert CostModel(leg_latency_ms=1.0).late_leg_move("H" + "0" * 27 + "L00", 1.0) == 0.0
+    assert CostModel(leg_latency_ms=1.0).late_leg_move("U" + "0" * 31, 1.0) == 0.0
+    with pytest.raises(ValueError, match="leg latency"):
+        CostModel(leg_latency_ms=-1.0)
+
+
 def test_book_model_walks_levels():
     assert parse_slippage_model("bps:3") == (3.0, BookModel())
     slip, book = parse_slippage_model("book:1:1000:2:3")

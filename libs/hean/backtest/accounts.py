@@ -13,6 +13,7 @@ where ``price_pnl`` is the ledger's realised plus unrealised PnL with slippage a
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class Accounts:
     leg_failures: int
     unwinds: int
     unwind_cost_usd: float
+    late_legs: int
+    late_leg_move_usd: float
+    """What late legs' price moves cost (positive) or gained (negative); part of price PnL."""
     halts: list[str]
     funding_from_payments: float
     fees_from_fills: float
@@ -105,14 +109,22 @@ def accounts(r: Replay, capital: float) -> Accounts:
             intent.symbol,
             sig.reason if sig else "risk stop-loss/take-profit",
         )
-    slippage = turnover = 0.0
+    late = {cid: leg for v in r.stack.venues.values() for cid, leg in v.late.items()}
+    slippage = turnover = late_move = 0.0
     for f in rec.fills:
         row = rows.get(f.intent_id)
         if row is None:
             row = rows[f.intent_id] = IntentRow(
                 f.intent_id, f.ts_ms, "flatten", "", f.symbol, "end of backtest: flatten"
             )
-        s = slippage_of(f, r.ref_prices.get((f.venue, f.symbol, f.ts_ms)))
+        ref = r.ref_prices.get((f.venue, f.symbol, f.ts_ms))
+        leg = late.get(f.client_order_id)
+        if leg is not None and ref is not None:
+            # the move during the delay is price, not slippage: measure slippage from there
+            moved = ref * math.exp(leg.move)
+            late_move += slippage_of(f, ref) - slippage_of(f, moved)
+            ref = moved
+        s = slippage_of(f, ref)
         row.fills.append(f)
         row.fees_usd += f.fee_usd
         row.slippage_usd += s
@@ -158,6 +170,8 @@ def accounts(r: Replay, capital: float) -> Accounts:
         leg_failures=leg_failures,
         unwinds=unwinds,
         unwind_cost_usd=unwind_cost,
+        late_legs=len(late),
+        late_leg_move_usd=late_move,
         halts=[f"{h.ts_ms}: {h.reason}" for h in rec.halts],
         funding_from_payments=sum(p.amount_usd for p in rec.payments),
         fees_from_fills=sum(f.fee_usd for f in rec.fills),

@@ -16,19 +16,36 @@ A two-leg unit can end up half-filled live (a venue refuses one leg, times out, 
 probability, decided by a hash of the seed and the leg's client order id: the same run
 refuses the same legs, and nothing depends on the order legs are sent in. The live
 executor then unwinds the filled leg, and the report charges what that cost.
+
+Live, the legs of a unit go out together but do not fill at the same instant: the second
+venue answers later, and the price has moved by then. ``leg_latency_ms`` makes every leg after
+the first of a new unit fill that much later: its book is shifted by a log-price move drawn
+from a normal distribution with the symbol's trailing realised volatility scaled to the delay
+(a random walk; ``vol_per_sqrt_ms`` from bars before the fill only). The draw is a hash of the
+seed and the client order id, like the failures. The move can help or hurt; the report shows
+what it did (``late_leg_move_usd``) apart from slippage.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Literal
+
+import msgspec
 
 from hean.clock import Clock
 from hean.execution.paper import PaperConfig, PaperVenue
 from hean.strategies.base import DEFAULT_VENUE_COSTS, VenueCosts
 from hean.venues.base import OrderRejected, OrderResult, VenuePosition
 from hean_proto.events import BookLevel, BookTop
+
+LEG_INDEX = re.compile(r"L(\d\d)$")
+"""Intent legs end in their index (``hean.execution.ids.leg_order_id``)."""
 
 UNLIMITED_USD = 1e12
 MAX_LEVEL_SIZE = 1e14
@@ -78,12 +95,16 @@ class CostModel:
     """Adverse slippage per fill on every venue; None keeps each venue's own."""
     book: BookModel = field(default_factory=BookModel)
     leg_failure_prob: float = 0.0
+    leg_latency_ms: float = 0.0
+    """How much later than the first leg every other leg of a new unit fills."""
     seed: int = 7
     max_slippage_bps: float = 50.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.leg_failure_prob <= 1.0:
             raise ValueError("leg failure probability must be within 0..1")
+        if not 0.0 <= self.leg_latency_ms <= 3_600_000:
+            raise ValueError("leg latency must be within 0..3,600,000 ms")
 
     def fee_bps(self, venue: str) -> float:
         c = self.venue_costs.get(venue, self.default)
@@ -104,8 +125,23 @@ class CostModel:
     def fails(self, client_order_id: str) -> bool:
         if self.leg_failure_prob <= 0:
             return False
-        raw = hashlib.sha256(f"{self.seed}:{client_order_id}".encode()).digest()
-        return int.from_bytes(raw[:8], "big") / 2**64 < self.leg_failure_prob
+        return _uniform(f"{self.seed}:{client_order_id}") < self.leg_failure_prob
+
+    def late_leg_move(self, client_order_id: str, vol_per_sqrt_ms: float) -> float:
+        """Log-price move during a late leg's delay; 0 for first legs and derived orders."""
+        m = LEG_INDEX.search(client_order_id)
+        if self.leg_latency_ms <= 0 or m is None or int(m.group(1)) == 0:
+            return 0.0
+        if not math.isfinite(vol_per_sqrt_ms) or vol_per_sqrt_ms <= 0:
+            return 0.0
+        u = _uniform(f"{self.seed}:latency:{client_order_id}")
+        z = NormalDist().inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
+        return z * vol_per_sqrt_ms * math.sqrt(self.leg_latency_ms)
+
+
+def _uniform(key: str) -> float:
+    raw = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(raw[:8], "big") / 2**64
 
 
 def parse_slippage_model(text: str) -> tuple[float | None, BookModel]:
@@ -133,19 +169,35 @@ def parse_slippage_model(text: str) -> tuple[float | None, BookModel]:
     )
 
 
-class FailingLegs:
-    """A paper venue that refuses the legs the cost model says fail; everything else passes.
+VolLookup = Callable[[str, int], float]
+"""(symbol, now_ms) -> realised volatility of the log price per sqrt(ms), from the past."""
 
-    Reduce-only orders (exits, unwinds, flattening) are never refused: the model is about a
-    unit opening half-filled, not about being unable to leave.
+
+@dataclass(frozen=True)
+class LateLeg:
+    client_order_id: str
+    symbol: str
+    move: float
+    """Log-price move applied to the book the leg filled against."""
+
+
+class FailingLegs:
+    """A paper venue whose legs fail or fill late as the cost model says; the rest passes.
+
+    Reduce-only orders (exits, unwinds, flattening) are never refused nor delayed: the model is
+    about a unit opening half-filled or at two prices, not about being unable to leave.
     """
 
-    def __init__(self, paper: PaperVenue, costs: CostModel, clock: Clock) -> None:
+    def __init__(
+        self, paper: PaperVenue, costs: CostModel, clock: Clock, vol: VolLookup | None = None
+    ) -> None:
         self.paper = paper
         self.costs = costs
         self.clock = clock
+        self.vol = vol
         self.venue = paper.venue
         self.refused: list[str] = []
+        self.late: dict[str, LateLeg] = {}
 
     async def create_order(
         self,
@@ -160,9 +212,26 @@ class FailingLegs:
         if not reduce_only and self.costs.fails(client_order_id):
             self.refused.append(client_order_id)
             raise OrderRejected(self.venue, "create_order", "simulated leg failure")
-        return await self.paper.create_order(
-            symbol, side, qty, client_order_id, price=price, reduce_only=reduce_only
-        )
+        move = 0.0
+        if not reduce_only and self.vol is not None:
+            vol = self.vol(symbol, self.clock.now_ms())
+            move = self.costs.late_leg_move(client_order_id, vol)
+        if move == 0.0:
+            return await self.paper.create_order(
+                symbol, side, qty, client_order_id, price=price, reduce_only=reduce_only
+            )
+        # the book as it stands when the late leg arrives: every level moved by the same factor
+        book = self.paper.book_for(symbol)
+        factor = math.exp(move)
+        self.paper.books[symbol] = _scaled(book, factor)
+        try:
+            result = await self.paper.create_order(
+                symbol, side, qty, client_order_id, price=price, reduce_only=reduce_only
+            )
+        finally:
+            self.paper.books[symbol] = _scaled(self.paper.books[symbol], 1.0 / factor)
+        self.late[client_order_id] = LateLeg(client_order_id, symbol, move)
+        return result
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderResult:
         return await self.paper.fetch_order(symbol, client_order_id)
@@ -178,3 +247,11 @@ class FailingLegs:
 
     async def close(self) -> None:
         await self.paper.close()
+
+
+def _scaled(book: BookTop, factor: float) -> BookTop:
+    return msgspec.structs.replace(
+        book,
+        bids=[BookLevel(lv.price * factor, lv.size) for lv in book.bids],
+        asks=[BookLevel(lv.price * factor, lv.size) for lv in book.asks],
+    )

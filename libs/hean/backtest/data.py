@@ -48,6 +48,20 @@ class PriceSeries:
             return None
         return float(self.perp[i]), float(self.spot[i])
 
+    def vol_per_sqrt_ms(self, t_ms: int, bars: int = 30) -> float:
+        """Realised volatility of the log perp price per sqrt(ms) over the bars up to ``t_ms``.
+
+        Only bars that had started by ``t_ms`` count; NaN with fewer than 3 of them.
+        """
+        i = int(np.searchsorted(self.times_ms, t_ms, side="right"))
+        lo = max(0, i - bars - 1)
+        p, t = self.perp[lo:i], self.times_ms[lo:i]
+        if len(p) < 4:
+            return float("nan")
+        r = np.diff(np.log(p))
+        dt = np.diff(t).astype("float64")
+        return float(np.sqrt(np.sum(r**2) / np.sum(dt)))
+
 
 @dataclass
 class History:

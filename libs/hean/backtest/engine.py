@@ -158,6 +158,7 @@ async def _replay(
         cfg.costs,
         history.start_ms,
         predictor.logic if predictor else None,
+        vol=lambda symbol, t: _vol(history, symbol, t),
     )
     await stack.start()
     out = Replay(stack, [], [], 0)
@@ -231,6 +232,11 @@ async def _replay(
     out.equity_ms.append(end)
     out.equity_usd.append(stack.equity())
     return out
+
+
+def _vol(history: History, symbol: str, t_ms: int) -> float:
+    series = history.prices.get(symbol)
+    return series.vol_per_sqrt_ms(t_ms) if series is not None else float("nan")
 
 
 def _quote(e: FundingRate, costs: CostModel) -> Quote:

@@ -86,6 +86,8 @@ def metrics(r: Replay, start_ms: int, end_ms: int, capital: float) -> dict[str, 
         "leg_failures": a.leg_failures,
         "units_unwound": a.unwinds,
         "unwind_cost_usd": round(a.unwind_cost_usd, 6),
+        "late_legs": a.late_legs,
+        "late_leg_move_usd": round(a.late_leg_move_usd, 6),
         "halts": a.halts,
         "events_replayed": r.events,
     }
@@ -115,6 +117,7 @@ def summary(result: BacktestResult) -> dict[str, object]:
             "slippage_bps_override": c.costs.slippage_bps,
             "book_model": c.costs.book.describe(),
             "leg_failure_prob": c.costs.leg_failure_prob,
+            "leg_latency_ms": c.costs.leg_latency_ms,
             "seed": c.costs.seed,
             "venues": {
                 v: {"fee_bps": c.costs.fee_bps(v), "slippage_bps": c.costs.slip_bps(v)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hean.backtest.costs import CostModel, FailingLegs
+from hean.backtest.costs import CostModel, FailingLegs, VolLookup
 from hean.bus.base import Message
 from hean.bus.memory import InMemoryBus
 from hean.clock import SimClock
@@ -81,6 +81,7 @@ class LiveStack:
         costs: CostModel,
         start_ms: int,
         predictor: ServiceLogic | None = None,
+        vol: VolLookup | None = None,
     ) -> None:
         self.clock = SimClock(start_ms)
         self.bus = InMemoryBus(clock=self.clock)
@@ -94,7 +95,9 @@ class LiveStack:
         self.router.paper = {
             v: PaperVenue(v, self.clock, costs.paper_config(v)) for v in sorted(venues)
         }
-        self.venues = {v: FailingLegs(p, costs, self.clock) for v, p in self.router.paper.items()}
+        self.venues = {
+            v: FailingLegs(p, costs, self.clock, vol) for v, p in self.router.paper.items()
+        }
         self.predictor = predictor
         self.runtimes = [
             Runtime(self.engine, self.bus, self.clock),

@@ -40,7 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="probability that a venue refuses one leg of a new unit (0..1); the live router "
         "then unwinds the other legs",
     )
-    p.add_argument("--seed", type=int, default=7, help="seed of the leg-failure draws")
+    p.add_argument(
+        "--leg-latency",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="every leg after the first of a new unit fills MS later, at a price moved by the "
+        "symbol's trailing volatility over that delay (a seeded random walk)",
+    )
+    p.add_argument("--seed", type=int, default=7, help="seed of the leg-failure and latency draws")
     p.add_argument("--config", help="strategy settings as JSON, e.g. '{\"hold_hours\": 96}'")
     p.add_argument(
         "--risk",
@@ -181,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
                 slippage_bps=slippage,
                 book=book,
                 leg_failure_prob=args.leg_failure,
+                leg_latency_ms=args.leg_latency,
                 seed=args.seed,
             ),
             risk=risk,
@@ -229,7 +238,9 @@ def render(s: dict) -> str:
         f"turnover {r['turnover_x_capital']:.2f}x capital",
         f"  risk rejections: {r['rejected'] or 'none'}",
         f"  legs refused by a venue {r['leg_failures']}, units unwound {r['units_unwound']} "
-        f"(cost {r['unwind_cost_usd']:.2f} USD); halts: {'; '.join(r['halts']) or 'none'}",
+        f"(cost {r['unwind_cost_usd']:.2f} USD); late legs {r['late_legs']} "
+        f"(price move {r['late_leg_move_usd']:+.2f} USD); "
+        f"halts: {'; '.join(r['halts']) or 'none'}",
         "  monthly: "
         + ", ".join(f"{k} {v * 100:+.3f} %" for k, v in r["monthly_return_frac"].items()),
     ]
