@@ -8,10 +8,10 @@ from hean.clock import SimClock
 from hean.execution import ids
 from hean.execution.book import OrderRecord, RouterBook
 from hean.execution.gate import RiskGate
-from hean.execution.ledger import Ledger, PositionBook
+from hean.execution.ledger import Ledger, PositionBook, position_key, split_key
 from hean.execution.paper import PaperConfig, PaperVenue
 from hean.venues.base import DuplicateClientOrderId, OrderRejected
-from hean_proto.events import BookLevel, BookTop, Fill, RiskState
+from hean_proto.events import BookLevel, BookTop, Fill, PriceTick, RiskState
 
 T = 1_767_225_600_000
 
@@ -133,3 +133,61 @@ def test_gate_needs_a_fresh_active_state_and_honours_the_latch() -> None:
     assert "HALTED" in (gate.refusal(False, T + 3000) or "")
     gate.on_state(_state("ACTIVE", since=T + 4000), T + 4000)
     assert gate.refusal(False, T + 4000) is None
+
+
+def test_spot_and_perp_of_one_symbol_are_two_positions_and_spot_pays_no_funding() -> None:
+    ledger = Ledger()
+    common = dict(ts_ms=T, intent_id="i", venue="bybit", symbol="BTCUSDT", fee_usd=0.0)
+    ledger.apply_fill(
+        Fill(fill_id="p:1", client_order_id="p", side="sell", qty=1.0, price=100.0, **common)
+    )
+    spot = ledger.apply_fill(
+        Fill(
+            fill_id="s:1",
+            client_order_id="s",
+            side="buy",
+            qty=1.0,
+            price=99.0,
+            instrument="spot",
+            **common,
+        )
+    )
+    assert spot.instrument == "spot" and spot.qty == 1.0
+    assert set(ledger.positions) == {"bybit:BTCUSDT", "bybit:BTCUSDT:spot"}
+    assert position_key("bybit", "BTCUSDT") == "bybit:BTCUSDT"
+    assert split_key("bybit:BTCUSDT:spot") == ("bybit", "BTCUSDT", "spot")
+    assert split_key("bybit:BTCUSDT") == ("bybit", "BTCUSDT", "perp")
+    assert ledger.qty("bybit", "BTCUSDT") == -1.0 and ledger.qty("bybit", "BTCUSDT", "spot") == 1.0
+    paid = ledger.apply_funding("bybit", "BTCUSDT", 0.0001, 100.0, T + 1, T + 1)
+    assert paid is not None and paid[0].amount_usd == pytest.approx(0.01)  # the short receives
+    assert ledger.positions["bybit:BTCUSDT:spot"].funding_usd == 0.0
+    assert [p.instrument for p in ledger.open_positions("spot")] == ["spot"]
+    again = RouterBook.decode(RouterBook(ledger=ledger).encode())
+    assert again.ledger.positions["bybit:BTCUSDT:spot"].instrument == "spot"
+
+
+async def test_paper_spot_fills_at_the_index_with_spot_fees_and_never_sells_short() -> None:
+    clock = SimClock(T)
+    spot = PaperVenue(
+        "bybit",
+        clock,
+        PaperConfig(taker_fee_bps=10.0, slippage_bps=1.0, half_spread_bps=2.0),
+        instrument="spot",
+    )
+    with pytest.raises(OrderRejected, match="no order book"):
+        await spot.create_order("BTCUSDT", "buy", 1.0, "a")
+    spot.on_index(PriceTick(ts_ms=T, venue="bybit", symbol="BTCUSDT", mark=101.0, index=100.0))
+    bought = await spot.create_order("BTCUSDT", "buy", 3.0, "b")
+    assert bought.status == "filled" and bought.filled_qty == 3.0
+    assert bought.avg_price == pytest.approx(100.0 * 1.0002 * 1.0001)
+    assert bought.fee_usd == pytest.approx(3.0 * bought.avg_price * 0.001)
+    with pytest.raises(OrderRejected, match="insufficient balance: spot sell of 4"):
+        await spot.create_order("BTCUSDT", "sell", 4.0, "c")
+    sold = await spot.create_order("BTCUSDT", "sell", 3.0, "d")
+    assert sold.avg_price == pytest.approx(100.0 * 0.9998 * 0.9999)
+    assert spot.positions["BTCUSDT"] == 0.0
+    spot.on_index(
+        PriceTick(ts_ms=T, venue="bybit", symbol="BTCUSDT", mark=101.0, index=100.0, stale=True)
+    )
+    with pytest.raises(OrderRejected, match="stale"):
+        await spot.create_order("BTCUSDT", "buy", 1.0, "e")

@@ -260,3 +260,76 @@ def test_an_exit_after_a_rise_closes_the_whole_position_and_its_stop_watch() -> 
     assert not [
         o for o in e.on_price(tick(price=60.0, ts=T + 2), T + 2) if isinstance(o, OrderIntent)
     ]
+
+
+# ---------------------------------------------------------------------------------- spot legs
+
+
+def spot_unit(**over) -> Signal:
+    """A harvester entry: perp short on bybit, spot long on bybit."""
+    return sig(
+        legs=[
+            SignalLeg(venue="bybit", symbol="BTCUSDT", side="sell"),
+            SignalLeg(venue="bybit", symbol="BTCUSDT", side="buy", instrument="spot"),
+        ],
+        **over,
+    )
+
+
+def test_spot_leg_priced_at_the_venue_index_and_approved_with_its_perp() -> None:
+    e = RiskEngine(RiskLimits())
+    e.on_price(PriceTick(ts_ms=T, venue="bybit", symbol="BTCUSDT", mark=100.0, index=80.0), T)
+    out = e.on_signal(spot_unit(), T)
+    decision = next(o for o in out if isinstance(o, RiskDecision))
+    intent = next(o for o in out if isinstance(o, OrderIntent))
+    assert decision.approved, decision.reasons
+    perp, spot = intent.legs
+    assert (perp.instrument, spot.instrument) == ("perp", "spot")
+    assert perp.qty == pytest.approx(200.0 / 100.0)  # 2 % of 10 000 at the mark
+    assert spot.qty == pytest.approx(200.0 / 80.0)  # at the index
+    by_instrument = e.snapshot()["exposure_by_instrument_usd"]
+    assert by_instrument == {"perp": {"BTCUSDT": 200.0}, "spot": {"BTCUSDT": 200.0}}
+
+
+def test_spot_leg_without_a_fresh_index_rejects_the_whole_unit() -> None:
+    e = engine()  # the tick carries no index: no spot price
+    missing = decide(e, spot_unit())
+    assert not missing.approved
+    assert missing.reasons == ["bybit:BTCUSDT:spot: no spot price (venue index)"]
+    e.on_price(PriceTick(ts_ms=T, venue="bybit", symbol="BTCUSDT", mark=100.0, index=99.9), T)
+    later = T + 31_000
+    e.on_price(tick(ts=later), later)  # the perp is fresh again, the index is not
+    stale = decide(e, spot_unit(ts_ms=later), later)
+    assert not stale.approved
+    assert stale.reasons == ["bybit:BTCUSDT:spot: spot price (venue index) stale (31000 ms old)"]
+    assert not any(isinstance(o, OrderIntent) for o in e.on_signal(spot_unit(), later))
+
+
+def test_spot_sell_cannot_open_a_short_and_positions_are_kept_per_instrument() -> None:
+    e = RiskEngine(RiskLimits())
+    e.on_price(PriceTick(ts_ms=T, venue="bybit", symbol="BTCUSDT", mark=100.0, index=100.0), T)
+    sell = [SignalLeg(venue="bybit", symbol="BTCUSDT", side="sell", instrument="spot")]
+    refused = decide(e, sig(legs=sell))
+    assert not refused.approved
+    assert "would open a short (holds 0; spot is not borrowed)" in refused.reasons[0]
+    # a perp long of the same symbol on the same venue is no spot holding
+    e.on_position(Position(ts_ms=T, venue="bybit", symbol="BTCUSDT", qty=5.0, entry_price=100.0), T)
+    assert not decide(e, sig(legs=sell)).approved
+    e.on_position(
+        Position(
+            ts_ms=T,
+            venue="bybit",
+            symbol="BTCUSDT",
+            qty=2.0,
+            entry_price=100.0,
+            instrument="spot",
+        ),
+        T,
+    )
+    assert set(e.record.positions) == {"bybit:BTCUSDT", "bybit:BTCUSDT:spot"}
+    # reduce-only exit of the spot leg sells the spot holding, not the perp
+    out = e.on_signal(sig(legs=sell, reduce_only=True), T)
+    intent = next(o for o in out if isinstance(o, OrderIntent))
+    assert intent.legs[0].instrument == "spot" and intent.legs[0].qty == pytest.approx(2.0)
+    # the approved exit is pending: a second sell of the same holding would open a short
+    assert not decide(e, sig(legs=sell, reduce_only=True)).approved

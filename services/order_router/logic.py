@@ -4,7 +4,9 @@ The logic keeps what the router needs to know between orders: the latest books (
 venues fill against them), marks for the ledger, each symbol's next funding time and rate,
 and the latest risk state for the gate. Paper positions are charged or credited funding at
 each venue's own funding times, from the settled rate when it arrives and otherwise from the
-venue's estimate at the funding time (each settlement once).
+venue's estimate at the funding time (each settlement once). Spot holdings are marked at the
+venue's index price and never charged funding; the paper spot venues fill against a book
+rebuilt from that index.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class OrderRouterLogic(ServiceLogic):
     def __init__(self, gate: RiskGate | None = None, paper: dict[str, PaperVenue] | None = None):
         self.gate = gate or RiskGate()
         self.paper = paper or {}
+        self.paper_spot: dict[str, PaperVenue] = {}
         self.book = RouterBook()
         self.funding: dict[tuple[str, str], _Funding] = {}
         self.marks: dict[tuple[str, str], float] = {}
@@ -63,8 +66,13 @@ class OrderRouterLogic(ServiceLogic):
                     event.venue, event.symbol, (event.bids[0].price + event.asks[0].price) / 2
                 )
         elif isinstance(event, PriceTick):
+            spot = self.paper_spot.get(event.venue)
+            if spot is not None:
+                spot.on_index(event)
             if not event.stale:
                 self._mark(event.venue, event.symbol, event.mark)
+                if event.index is not None:
+                    self.book.ledger.mark(event.venue, event.symbol, event.index, "spot")
         elif isinstance(event, FundingRate):
             return self._on_funding(event, now_ms)
         return ()

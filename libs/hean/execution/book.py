@@ -14,6 +14,7 @@ import msgspec
 
 from hean.execution.ledger import Ledger
 from hean_proto.events import OrderUpdate
+from hean_proto.types import Instrument
 
 OrderStatus = Literal[
     "in_flight",
@@ -38,6 +39,8 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     symbol: str
     side: Literal["buy", "sell"]
     qty: float
+    instrument: Instrument = "perp"
+    """Which of the venue's markets the order went to; lookups and cancels go there too."""
     reduce_only: bool = False
     role: Literal["leg", "unwind", "flatten"] = "leg"
     status: OrderStatus = "in_flight"
@@ -69,6 +72,7 @@ class OrderRecord(msgspec.Struct, kw_only=True):
             avg_price=self.avg_price,
             venue_order_id=self.venue_order_id,
             reason=reason or self.reason,
+            instrument=self.instrument,
         )
 
 

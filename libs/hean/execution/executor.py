@@ -5,6 +5,9 @@ A timeout, a transport error or a duplicate-id answer leaves the order ``unknown
 lookup by client order id settles it; nothing is ever sent twice. When the legs of an intent
 end up unequally filled (one rejected, one unknown, one too slow), the surplus of the others
 is unwound with reduce-only orders so that the unit stays hedged, and the events say so.
+
+Spot legs go to the venue's spot client (``spot``), perpetual legs to its perpetual client;
+a spot sell is sent only out of what the ledger holds, never to open a short.
 """
 
 from __future__ import annotations
@@ -88,8 +91,11 @@ class Executor:
         emit: Emit,
         config: ExecConfig | None = None,
         metrics: ExecMetrics | None = None,
+        spot: dict[str, VenueClient] | None = None,
     ) -> None:
         self.venues = venues
+        self.spot = spot or {}
+        """Spot clients by venue, for spot legs; a venue without one refuses them."""
         self.store = store
         self.book = book
         self.gate = gate
@@ -100,6 +106,9 @@ class Executor:
         self._lock = asyncio.Lock()
         self._traded: set[str] = set()
         """Venues with fills since their funding payments were last collected."""
+
+    def client(self, venue: str, instrument: str = "perp") -> VenueClient | None:
+        return (self.spot if instrument == "spot" else self.venues).get(venue)
 
     async def save(self) -> None:
         self.book.prune(self.clock.now_ms())
@@ -164,16 +173,20 @@ class Executor:
                 return f"refused: invalid client order id {leg.client_order_id!r}"
             if leg.client_order_id in self.book.orders:
                 return f"refused: client order id {leg.client_order_id} already used"
-            if leg.venue not in self.venues:
-                return f"refused: venue {leg.venue} not configured"
+            if self.client(leg.venue, leg.instrument) is None:
+                return f"refused: {leg.instrument} venue {leg.venue} not configured"
             if leg.qty <= 0:
                 return f"refused: leg {leg.client_order_id} has no quantity"
-            if leg.instrument != "perp":
-                return f"refused: {leg.instrument} legs are not supported"
-            if leg.reduce_only or intent.reduce_only:
-                held = self.book.ledger.qty(leg.venue, leg.symbol)
-                if not ((held > 0 and leg.side == "sell") or (held < 0 and leg.side == "buy")):
-                    return f"refused: reduce-only leg on {leg.venue}:{leg.symbol} would open"
+            held = self.book.ledger.qty(leg.venue, leg.symbol, leg.instrument)
+            where = f"{leg.venue}:{leg.symbol} {leg.instrument}"
+            reduces = (held > 0 and leg.side == "sell") or (held < 0 and leg.side == "buy")
+            if (leg.reduce_only or intent.reduce_only) and not reduces:
+                return f"refused: reduce-only leg on {where} would open"
+            if leg.instrument == "spot" and leg.side == "sell" and leg.qty > held * (1 + EPS):
+                return (
+                    f"refused: spot sell of {leg.qty:.12g} on {where} would open a short "
+                    f"(holds {held:.12g}; spot is not borrowed)"
+                )
         return None
 
     def _refused_update(self, intent: OrderIntent, leg: IntentLeg, reason: str, now: int):
@@ -184,6 +197,7 @@ class Executor:
             symbol=leg.symbol,
             side=leg.side,
             qty=leg.qty,
+            instrument=leg.instrument,
             status="rejected",
             reason=reason,
         )
@@ -202,7 +216,7 @@ class Executor:
                 await self._apply(existing, await self._lookup(existing))
             return existing
         now = self.clock.now_ms()
-        qty = await self._lot(leg.venue, leg.symbol, leg.qty)
+        qty = await self._lot(leg.venue, leg.symbol, leg.qty, leg.instrument)
         order = OrderRecord(
             client_order_id=cid,
             intent_id=intent_id,
@@ -210,6 +224,7 @@ class Executor:
             symbol=leg.symbol,
             side=leg.side,
             qty=qty,
+            instrument=leg.instrument,
             reduce_only=leg.reduce_only,
             role=role,  # type: ignore[arg-type]
             parent=parent,
@@ -224,7 +239,8 @@ class Executor:
             return order
         await self.save()  # recorded as in flight before it is sent
         await self.emit([order.update_event(now)])
-        client = self.venues[leg.venue]
+        client = self.client(leg.venue, leg.instrument)
+        assert client is not None  # checked by _refusal, and unwinds follow their leg
         result: OrderResult | None
         try:
             result = await asyncio.wait_for(
@@ -250,9 +266,9 @@ class Executor:
         await self._apply(order, result)
         return order
 
-    async def _lot(self, venue: str, symbol: str, qty: float) -> float:
+    async def _lot(self, venue: str, symbol: str, qty: float, instrument: str = "perp") -> float:
         """The quantity the venue will take: rounded down to its lot where the client knows it."""
-        rounder = getattr(self.venues.get(venue), "round_qty", None)
+        rounder = getattr(self.client(venue, instrument), "round_qty", None)
         if rounder is None:
             return qty
         try:
@@ -263,7 +279,7 @@ class Executor:
 
     async def _lookup(self, order: OrderRecord) -> OrderResult | None:
         """Settle an order of unknown outcome by its client order id; None if still unknown."""
-        client = self.venues.get(order.venue)
+        client = self.client(order.venue, order.instrument)
         if client is None:
             return None
         for attempt in range(self.config.lookup_attempts):
@@ -315,10 +331,12 @@ class Executor:
                     price=price,
                     fee_usd=fee,
                     paper=self.config.paper,
+                    instrument=order.instrument,
                 )
                 events.append(fill)
                 events.append(self.book.ledger.apply_fill(fill))
-                self._traded.add(order.venue)
+                if order.instrument == "perp":
+                    self._traded.add(order.venue)
                 order.fee_usd = result.fee_usd
             order.filled_qty = result.filled_qty
             order.avg_price = result.avg_price or order.avg_price
@@ -352,7 +370,7 @@ class Executor:
                 await self._cancel(o)
 
     async def _cancel(self, order: OrderRecord) -> None:
-        client = self.venues.get(order.venue)
+        client = self.client(order.venue, order.instrument)
         if client is None:
             return
         try:
@@ -427,7 +445,7 @@ class Executor:
         )
 
     async def _unwind(self, order: OrderRecord, qty: float, why: str) -> None:
-        if await self._lot(order.venue, order.symbol, qty) <= 0:
+        if await self._lot(order.venue, order.symbol, qty, order.instrument) <= 0:
             log.info(
                 "%s: surplus %.12g is below the lot size of %s; kept (%s)",
                 order.client_order_id,
@@ -444,6 +462,7 @@ class Executor:
             side="sell" if order.side == "buy" else "buy",
             qty=qty,
             notional_usd=qty * (order.avg_price or 0.0),
+            instrument=order.instrument,
             reduce_only=True,
         )
         self.metrics.unwinds.labels(order.venue).inc()
@@ -476,7 +495,9 @@ class Executor:
         """Cancel every open order at every venue; returns how many were cancelled."""
         async with self._lock:
             cancelled = 0
-            for venue, client in self.venues.items():
+            clients = [(v, c, "perp") for v, c in self.venues.items()]
+            clients += [(v, c, "spot") for v, c in self.spot.items()]
+            for venue, client, instrument in clients:
                 try:
                     open_orders = await asyncio.wait_for(
                         client.fetch_open_orders(), self.config.order_timeout_s
@@ -494,6 +515,7 @@ class Executor:
                             symbol=found.symbol,
                             side=found.side,
                             qty=found.qty,
+                            instrument=instrument,  # type: ignore[arg-type]
                             status=found.status,
                             created_ms=self.clock.now_ms(),
                         )
@@ -507,9 +529,10 @@ class Executor:
         async with self._lock:
             sent = 0
             for pos in list(self.book.ledger.open_positions()):
-                if pos.venue not in self.venues:
+                if self.client(pos.venue, pos.instrument) is None:
                     continue
-                cid = ids.derived_order_id("f", pos.venue, pos.symbol, tag)
+                parts = (pos.venue, pos.symbol) + (("spot",) if pos.instrument == "spot" else ())
+                cid = ids.derived_order_id("f", *parts, tag)
                 leg = IntentLeg(
                     client_order_id=cid,
                     venue=pos.venue,
@@ -517,6 +540,7 @@ class Executor:
                     side="sell" if pos.qty > 0 else "buy",
                     qty=abs(pos.qty),
                     notional_usd=abs(pos.qty) * (pos.mark_price or pos.entry_price or 0.0),
+                    instrument=pos.instrument,
                     reduce_only=True,
                 )
                 await self._place(f"flatten-{tag}", leg, role="flatten")
@@ -542,7 +566,7 @@ class Executor:
                 books = [
                     p
                     for p in ledger.positions.values()
-                    if p.venue == venue and (p.qty or venue in traded)
+                    if p.venue == venue and p.instrument == "perp" and (p.qty or venue in traded)
                 ]
                 for pos in books:
                     since = max(pos.last_funding_ms + 1, pos.opened_ms)

@@ -4,6 +4,9 @@ A position keeps its signed quantity, average entry, realised PnL, fees and fund
 USD. Realised PnL moves only when a fill reduces or flips the position. The ledger remembers
 how much of each client order it has applied, so a fill seen twice (a lookup after a crash,
 a reconciliation) is applied once.
+
+Positions are kept per instrument: a spot holding and a perpetual in the same symbol on the
+same venue are two positions. Only perpetuals are charged or credited funding.
 """
 
 from __future__ import annotations
@@ -13,13 +16,31 @@ import math
 import msgspec
 
 from hean_proto.events import Fill, FundingPayment, Position
+from hean_proto.types import Instrument
 
 EPS = 1e-12
+
+
+def position_key(venue: str, symbol: str, instrument: str = "perp") -> str:
+    """``venue:symbol`` for a perpetual, ``venue:symbol:spot`` for a spot holding.
+
+    Perpetuals keep the two-part key so that books and risk records persisted before spot
+    legs existed read back unchanged.
+    """
+    return f"{venue}:{symbol}" if instrument == "perp" else f"{venue}:{symbol}:{instrument}"
+
+
+def split_key(key: str) -> tuple[str, str, Instrument]:
+    """The inverse of ``position_key``."""
+    venue, _, rest = key.partition(":")
+    symbol, _, instrument = rest.partition(":")
+    return venue, symbol, "spot" if instrument == "spot" else "perp"
 
 
 class PositionBook(msgspec.Struct, kw_only=True):
     venue: str
     symbol: str
+    instrument: Instrument = "perp"
     qty: float = 0.0
     entry_price: float | None = None
     mark_price: float | None = None
@@ -81,6 +102,7 @@ class PositionBook(msgspec.Struct, kw_only=True):
             realized_usd=self.realized_usd,
             funding_usd=self.funding_usd,
             fees_usd=self.fees_usd,
+            instrument=self.instrument,
         )
 
 
@@ -92,18 +114,20 @@ class Ledger(msgspec.Struct, kw_only=True):
     funding_payments: int = 0
 
     @staticmethod
-    def key(venue: str, symbol: str) -> str:
-        return f"{venue}:{symbol}"
+    def key(venue: str, symbol: str, instrument: str = "perp") -> str:
+        return position_key(venue, symbol, instrument)
 
-    def position(self, venue: str, symbol: str) -> PositionBook:
-        k = self.key(venue, symbol)
+    def position(self, venue: str, symbol: str, instrument: Instrument = "perp") -> PositionBook:
+        k = self.key(venue, symbol, instrument)
         book = self.positions.get(k)
         if book is None:
-            book = self.positions[k] = PositionBook(venue=venue, symbol=symbol)
+            book = self.positions[k] = PositionBook(
+                venue=venue, symbol=symbol, instrument=instrument
+            )
         return book
 
-    def qty(self, venue: str, symbol: str) -> float:
-        book = self.positions.get(self.key(venue, symbol))
+    def qty(self, venue: str, symbol: str, instrument: str = "perp") -> float:
+        book = self.positions.get(self.key(venue, symbol, instrument))
         return book.qty if book else 0.0
 
     def new_fill_qty(self, client_order_id: str, filled_qty: float) -> float:
@@ -111,7 +135,7 @@ class Ledger(msgspec.Struct, kw_only=True):
         return max(0.0, filled_qty - self.applied.get(client_order_id, 0.0))
 
     def apply_fill(self, fill: Fill) -> Position:
-        book = self.position(fill.venue, fill.symbol)
+        book = self.position(fill.venue, fill.symbol, fill.instrument)
         if not book.qty:
             book.opened_ms = fill.ts_ms
         book.apply(fill.side, fill.qty, fill.price, fill.fee_usd)
@@ -119,8 +143,8 @@ class Ledger(msgspec.Struct, kw_only=True):
         self.fills += 1
         return book.event(fill.ts_ms)
 
-    def mark(self, venue: str, symbol: str, price: float) -> None:
-        book = self.positions.get(self.key(venue, symbol))
+    def mark(self, venue: str, symbol: str, price: float, instrument: str = "perp") -> None:
+        book = self.positions.get(self.key(venue, symbol, instrument))
         if book is not None and math.isfinite(price) and price > 0:
             book.mark_price = price
 
@@ -129,6 +153,7 @@ class Ledger(msgspec.Struct, kw_only=True):
     ) -> tuple[FundingPayment, Position] | None:
         """Charge or credit one settlement; a long pays a positive rate, a short receives it.
 
+        Only the perpetual is charged: a spot holding of the same symbol pays no funding.
         Returns nothing for a flat position or a settlement already charged.
         """
         book = self.positions.get(self.key(venue, symbol))
@@ -191,8 +216,13 @@ class Ledger(msgspec.Struct, kw_only=True):
         )
         return payment, book.event(ts_ms)
 
-    def open_positions(self) -> list[PositionBook]:
-        return [p for p in self.positions.values() if p.qty]
+    def open_positions(self, instrument: str | None = None) -> list[PositionBook]:
+        """Positions that hold something, of one instrument or of all."""
+        return [
+            p
+            for p in self.positions.values()
+            if p.qty and (instrument is None or p.instrument == instrument)
+        ]
 
     def totals(self) -> dict[str, float]:
         books = list(self.positions.values())

@@ -6,6 +6,12 @@ and an extra adverse slippage, and never fill beyond ``max_slippage_bps`` from t
 price; whatever the book cannot take is cancelled (immediate-or-cancel). A book older than
 ``max_book_age_ms`` or marked stale refuses the order. Client order ids are unique per
 venue, as on the real venues, so a resend shows up as ``DuplicateClientOrderId``.
+
+A spot paper venue (``instrument="spot"``) holds the base asset: it refuses a sell beyond
+what it holds (no borrowing). HEAN records no spot order books, so its book is rebuilt from
+each venue index price (``on_index``, the venue's spot composite): best bid and ask
+``half_spread_bps`` either side, one level deep enough for any order, and the same adverse
+``slippage_bps`` on top.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ from hean.venues.base import (
     OrderResult,
     VenuePosition,
 )
-from hean_proto.events import BookLevel, BookTop
+from hean_proto.events import BookLevel, BookTop, PriceTick
+from hean_proto.types import Instrument
 
 EPS = 1e-12
+INDEX_BOOK_USD = 1e12
+"""Notional of the single level of a book rebuilt from an index price: no depth limit."""
 
 
 @dataclass
@@ -36,6 +45,8 @@ class PaperConfig:
     max_slippage_bps: float = 50.0
     """Levels further than this from the best price are not taken."""
     max_book_age_ms: int = 10_000
+    half_spread_bps: float = 1.0
+    """Spot only: distance of the rebuilt best bid and ask from the index price."""
 
 
 @dataclass
@@ -47,9 +58,25 @@ class PaperVenue:
     orders: dict[str, OrderResult] = field(default_factory=dict)
     positions: dict[str, float] = field(default_factory=dict)
     seq: int = 0
+    instrument: Instrument = "perp"
 
     def on_book(self, book: BookTop) -> None:
         self.books[book.symbol] = book
+
+    def on_index(self, tick: PriceTick) -> None:
+        """Spot: the book for ``tick.symbol`` rebuilt around the venue's index price."""
+        if tick.index is None:
+            return
+        half = self.config.half_spread_bps / 1e4
+        size = INDEX_BOOK_USD / tick.index
+        self.books[tick.symbol] = BookTop(
+            ts_ms=tick.ts_ms,
+            venue=self.venue,
+            symbol=tick.symbol,
+            bids=[BookLevel(tick.index * (1 - half), size)],
+            asks=[BookLevel(tick.index * (1 + half), size)],
+            stale=tick.stale,
+        )
 
     def book_for(self, symbol: str) -> BookTop:
         book = self.books.get(symbol)
@@ -84,6 +111,13 @@ class PaperVenue:
             if not reducing:
                 raise OrderRejected(self.venue, "create_order", "reduce-only order would open")
             qty = min(qty, abs(held))
+        if self.instrument == "spot" and side == "sell" and qty > held + EPS:
+            raise OrderRejected(
+                self.venue,
+                "create_order",
+                f"insufficient balance: spot sell of {qty:.12g} {symbol} with {held:.12g} held "
+                "(spot is not sold short)",
+            )
         book = self.book_for(symbol)
         levels = book.asks if side == "buy" else book.bids
         if not levels:

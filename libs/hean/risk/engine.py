@@ -4,7 +4,13 @@ Pure: events and the current time in, events out. The service binds it to NATS a
 ``record`` (state, high-water mark, positions) in JetStream KV; the backtester runs it as is.
 
 Every check fails closed: a missing price, a stale venue, an unknown state or a value that
-is not a finite number rejects the signal with a reason. HALTED is left only through
+is not a finite number rejects the signal with a reason.
+
+A spot leg is priced at the venue's index price (the ``index`` of the perpetual's
+``PriceTick``: the venue's composite of spot prices), fresh and not stale like any other
+quote. Positions are kept per instrument (``venue:symbol`` for the perpetual,
+``venue:symbol:spot`` for the spot holding), and a spot sell may only sell what is held:
+spot is not borrowed, so a sell that would open a short is rejected. HALTED is left only through
 ``resume``, which the service exposes behind a token; no timer ever releases it.
 """
 
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from hean.execution import ids
+from hean.execution.ledger import position_key, split_key
 from hean.risk.limits import RiskLimits
 from hean.runtime.logic import Output, Publish
 from hean_proto.events import (
@@ -86,6 +93,9 @@ class _Pending:
     symbol: str
     notional_usd: float
     expires_ms: int
+    instrument: str = "perp"
+    side: str = "buy"
+    qty: float = 0.0
 
 
 @dataclass
@@ -102,7 +112,9 @@ class RiskEngine:
         self.record = record or RiskRecord()
         if self.record.high_water_usd <= 0:
             self.record.high_water_usd = self.limits.capital_usd
-        self.quotes: dict[tuple[str, str], _Quote] = {}
+        self.quotes: dict[tuple[str, str, str], _Quote] = {}
+        """(venue, symbol, instrument) -> latest price: the mark or book mid for the
+        perpetual, the venue's index for spot."""
         self.venue_seen: dict[str, _Quote] = {}
         self.pending: dict[str, _Pending] = {}
         self.rejections: deque[int] = deque()
@@ -121,8 +133,7 @@ class RiskEngine:
     def equity(self) -> float:
         total = self.limits.capital_usd
         for key, pos in self.record.positions.items():
-            venue, symbol = key.split(":", 1)
-            quote = self.quotes.get((venue, symbol))
+            quote = self.quotes.get(split_key(key))
             total += pos.net_usd(quote.price if quote else None)
         return total
 
@@ -233,6 +244,8 @@ class RiskEngine:
 
     def on_price(self, tick: PriceTick, now_ms: int) -> list[Output]:
         self._quote(tick.venue, tick.symbol, tick.mark, tick.ts_ms, tick.stale)
+        if tick.index is not None:
+            self._quote(tick.venue, tick.symbol, tick.index, tick.ts_ms, tick.stale, "spot")
         return self._watch_equity(now_ms) + self._protect(tick.venue, tick.symbol, now_ms)
 
     def on_book(self, book: BookTop, now_ms: int) -> list[Output]:
@@ -243,17 +256,25 @@ class RiskEngine:
             self.venue_seen[book.venue] = _Quote(0.0, book.ts_ms, True)
         return []
 
-    def _quote(self, venue: str, symbol: str, price: float, ts_ms: int, stale: bool) -> None:
-        known = self.quotes.get((venue, symbol))
+    def _quote(
+        self,
+        venue: str,
+        symbol: str,
+        price: float,
+        ts_ms: int,
+        stale: bool,
+        instrument: str = "perp",
+    ) -> None:
+        known = self.quotes.get((venue, symbol, instrument))
         if known is not None and ts_ms < known.ts_ms:
             return
-        self.quotes[(venue, symbol)] = _Quote(price, ts_ms, stale)
+        self.quotes[(venue, symbol, instrument)] = _Quote(price, ts_ms, stale)
         self.venue_seen[venue] = _Quote(price, ts_ms, stale)
 
     # ------------------------------------------------------------------ trading events
 
     def on_position(self, pos: Position, now_ms: int) -> list[Output]:
-        key = f"{pos.venue}:{pos.symbol}"
+        key = position_key(pos.venue, pos.symbol, pos.instrument)
         old = self.record.positions.get(key)
         view = PositionView(
             qty=pos.qty,
@@ -355,7 +376,7 @@ class RiskEngine:
             pnl, base = 0.0, 0.0
             for cid, (qty, avg) in prot.filled.items():
                 leg = legs[cid]
-                quote = self.quotes.get((leg.venue, leg.symbol))
+                quote = self.quotes.get((leg.venue, leg.symbol, leg.instrument))
                 if quote is None:
                     break
                 sign = 1.0 if leg.side == "buy" else -1.0
@@ -378,9 +399,9 @@ class RiskEngine:
 
     def _forget_protections(self, strategy: str, symbol: str, legs: list[IntentLeg]) -> None:
         """An approved exit closes the unit: its stop-loss and take-profit watch ends with it."""
-        closing = {(leg.venue, leg.symbol) for leg in legs}
+        closing = {(leg.venue, leg.symbol, leg.instrument) for leg in legs}
         for intent_id, prot in list(self.protections.items()):
-            watched = {(leg.venue, leg.symbol) for leg in prot.intent.legs}
+            watched = {(leg.venue, leg.symbol, leg.instrument) for leg in prot.intent.legs}
             same_unit = prot.intent.strategy == strategy and prot.intent.symbol == symbol
             if same_unit and watched <= closing:
                 del self.protections[intent_id]
@@ -400,6 +421,7 @@ class RiskEngine:
                     side="sell" if leg.side == "buy" else "buy",
                     qty=qty,
                     notional_usd=qty * avg,
+                    instrument=leg.instrument,
                     reduce_only=True,
                 )
             )
@@ -452,7 +474,13 @@ class RiskEngine:
         )
         for leg in legs:
             self.pending[leg.client_order_id] = _Pending(
-                leg.venue, leg.symbol, leg.notional_usd, now_ms + self.limits.pending_ttl_ms
+                leg.venue,
+                leg.symbol,
+                leg.notional_usd,
+                now_ms + self.limits.pending_ttl_ms,
+                leg.instrument,
+                leg.side,
+                leg.qty,
             )
         if not signal.reduce_only and (signal.stop_loss_frac or signal.take_profit_frac):
             self.protections[intent.id] = _Protection(intent)
@@ -502,21 +530,19 @@ class RiskEngine:
         legs: list[IntentLeg] = []
         new_exposure: dict[str, float] = {}
         for i, leg in enumerate(signal.legs):
-            key = f"{leg.venue}:{leg.symbol}"
-            if leg.instrument != "perp":
-                reasons.append(f"{key}: {leg.instrument} legs are not supported")
-                continue
+            key = position_key(leg.venue, leg.symbol, leg.instrument)
             seen = self.venue_seen.get(leg.venue)
             if seen is None or seen.stale or now_ms - seen.ts_ms > lim.max_data_age_ms:
                 reasons.append(f"venue {leg.venue} unhealthy (no fresh data)")
                 continue
-            quote = self.quotes.get((leg.venue, leg.symbol))
+            quote = self.quotes.get((leg.venue, leg.symbol, leg.instrument))
+            what = "spot price (venue index)" if leg.instrument == "spot" else "market data"
             if quote is None:
-                reasons.append(f"{key}: no market data")
+                reasons.append(f"{key}: no {what}")
                 continue
             quote_age = now_ms - quote.ts_ms
             if quote.stale or quote_age > lim.max_data_age_ms:
-                reasons.append(f"{key}: market data stale ({quote_age} ms old)")
+                reasons.append(f"{key}: {what} stale ({quote_age} ms old)")
                 continue
             if not math.isfinite(quote.price) or quote.price <= 0:
                 reasons.append(f"{key}: unusable price {quote.price}")
@@ -540,6 +566,14 @@ class RiskEngine:
             if not math.isfinite(qty) or qty <= 0:
                 reasons.append(f"{key}: quantity {qty} not positive")
                 continue
+            if leg.instrument == "spot" and leg.side == "sell":
+                held = self.spot_held(leg.venue, leg.symbol)
+                if qty > held * (1.0 + EPS):
+                    reasons.append(
+                        f"{key}: spot sell of {qty:.8g} would open a short (holds {held:.8g}; "
+                        "spot is not borrowed)"
+                    )
+                    continue
             new_exposure[leg.symbol] = new_exposure.get(leg.symbol, 0.0) + notional
             legs.append(
                 IntentLeg(
@@ -570,16 +604,39 @@ class RiskEngine:
                 )
         return reasons, legs
 
-    def exposure(self) -> tuple[dict[str, float], float]:
-        """Gross notional per canonical symbol (positions plus pending orders), and in total."""
-        by_symbol: dict[str, float] = {}
-        for key, pos in self.record.positions.items():
-            venue, symbol = key.split(":", 1)
-            quote = self.quotes.get((venue, symbol))
-            price = (quote.price if quote else None) or pos.mark_price or pos.entry_price or 0.0
-            by_symbol[symbol] = by_symbol.get(symbol, 0.0) + abs(pos.qty) * price
+    def spot_held(self, venue: str, symbol: str) -> float:
+        """Spot base units held on a venue, less the spot sells approved but not yet settled."""
+        pos = self.record.positions.get(position_key(venue, symbol, "spot"))
+        held = pos.qty if pos else 0.0
         for p in self.pending.values():
-            by_symbol[p.symbol] = by_symbol.get(p.symbol, 0.0) + p.notional_usd
+            if (p.venue, p.symbol, p.instrument, p.side) == (venue, symbol, "spot", "sell"):
+                held -= p.qty
+        return max(held, 0.0)
+
+    def exposure_by_instrument(self) -> dict[str, dict[str, float]]:
+        """Gross notional per instrument and canonical symbol: positions plus pending orders."""
+        out: dict[str, dict[str, float]] = {}
+        for key, pos in self.record.positions.items():
+            venue, symbol, instrument = split_key(key)
+            quote = self.quotes.get((venue, symbol, instrument))
+            price = (quote.price if quote else None) or pos.mark_price or pos.entry_price or 0.0
+            row = out.setdefault(instrument, {})
+            row[symbol] = row.get(symbol, 0.0) + abs(pos.qty) * price
+        for p in self.pending.values():
+            row = out.setdefault(p.instrument, {})
+            row[p.symbol] = row.get(p.symbol, 0.0) + p.notional_usd
+        return out
+
+    def exposure(self) -> tuple[dict[str, float], float]:
+        """Gross notional per canonical symbol over all instruments, and in total.
+
+        A spot-hedged unit counts both legs, as a unit hedged on another venue does: the
+        limits cap what can be lost when a hedge fails, not the net delta.
+        """
+        by_symbol: dict[str, float] = {}
+        for row in self.exposure_by_instrument().values():
+            for symbol, usd in row.items():
+                by_symbol[symbol] = by_symbol.get(symbol, 0.0) + usd
         return by_symbol, sum(by_symbol.values())
 
     def snapshot(self) -> dict[str, object]:
@@ -596,6 +653,10 @@ class RiskEngine:
             "recent_rejections": len(self.rejections),
             "gross_exposure_usd": round(gross, 2),
             "exposure_usd": {k: round(v, 2) for k, v in by_symbol.items()},
+            "exposure_by_instrument_usd": {
+                i: {k: round(v, 2) for k, v in row.items()}
+                for i, row in self.exposure_by_instrument().items()
+            },
             "protected_intents": len(self.protections),
             "venues_seen_ms": {v: q.ts_ms for v, q in self.venue_seen.items() if not q.stale},
             "counts": dict(self.counts),
