@@ -19,6 +19,9 @@ H_MS = 3_600_000
 # a venue's own persistent funding offset and price basis, per 8 h and as a fraction of price
 VENUE_RATE_OFFSET = {"binance": 0.0, "bybit": 0.00002, "okx": -0.00002}
 VENUE_BASIS = {"binance": 0.0, "bybit": 0.0001, "okx": -0.0001}
+# share of normal depth left during a cascade on the side its forced orders hit, and the other
+CASCADE_HIT_SIDE_DEPTH = 0.2
+CASCADE_OTHER_SIDE_DEPTH = 0.5
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Series:
     rate: float = 0.0
     next_funding_ms: int = 0
     oi_scale: float = 1.0
+    """Open interest in position units relative to the start (venues count contracts)."""
+    oi_ref_price: float = 0.0
+    """Price at which ``spec.oi_usd`` holds: OI in units is ``spec.oi_usd / oi_ref_price``."""
     settled: list[tuple[int, float, float]] = field(default_factory=list)
     """(funding time ms, rate, mark price) of every settlement so far."""
     oi_history: list[tuple[int, float, float]] = field(default_factory=list)
@@ -90,6 +96,7 @@ class Market:
         self.price.setdefault(spec.base, spec.price)
         for venue, interval_h in spec.venues.items():
             s = Series(venue, spec.base, interval_h, listed_ms, spec)
+            s.oi_ref_price = spec.price
             s.rate = self._mean(s)
             s.next_funding_ms = self._next_funding(max(self.now_ms, listed_ms), interval_h)
             self.series[(venue, s.symbol)] = s
@@ -125,21 +132,26 @@ class Market:
     def index(self, s: Series) -> float:
         return self.price[s.base]
 
+    def oi_units(self, s: Series) -> float:
+        """Open interest in base units: positions, which a price move alone does not change."""
+        return s.spec.oi_usd / s.oi_ref_price * s.oi_scale / max(len(s.spec.venues), 1)
+
     def oi_usd(self, s: Series) -> float:
-        return s.spec.oi_usd * s.oi_scale / max(len(s.spec.venues), 1)
+        return self.oi_units(s) * self.mark(s)
 
     def book(self, s: Series, depth: int = 10) -> tuple[list[tuple[float, float]], ...]:
         """(bids, asks) as (price, base qty), best first; thinner during a cascade."""
         mid = self.mark(s)
         tick = tick_size(mid)
-        thin = self._thinning(s)
-        per_level = s.spec.book_depth_usd * thin / 10.0 / mid
+        bid_thin, ask_thin = self._thinning(s)
+        per_level = s.spec.book_depth_usd / 10.0 / mid
         half = max(tick, mid * 0.00005)
         bids, asks = [], []
         for i in range(depth):
-            size = round_qty(per_level * (1.0 + 0.15 * i), mid)
-            bids.append((round_price(mid - half - i * tick * 2, tick), size))
-            asks.append((round_price(mid + half + i * tick * 2, tick), size))
+            size = per_level * (1.0 + 0.15 * i)
+            off = half + i * tick * 2
+            bids.append((round_price(mid - off, tick), round_qty(size * bid_thin, mid)))
+            asks.append((round_price(mid + off, tick), round_qty(size * ask_thin, mid)))
         return bids, asks
 
     def outage(self, venue: str) -> ScriptedEvent | None:
@@ -263,8 +275,18 @@ class Market:
             factor *= (1.0 + e.rise_frac) ** (dt_days * 86_400_000 / max(end - start, 1))
         return factor
 
-    def _thinning(self, s: Series) -> float:
-        return 0.25 if self._events_now("cascade", s.venue, s.base) else 1.0
+    def _thinning(self, s: Series) -> tuple[float, float]:
+        """(bid, ask) depth factors: liquidity leaves the book while forced orders sweep it.
+
+        The side the forced orders hit (bids under liquidated longs, asks under liquidated
+        shorts) is withdrawn most, the other side partly, so a cascade shows as an imbalance.
+        """
+        hit, other = 1.0, 1.0
+        sign = 0.0
+        for e in self._events_now("cascade", s.venue, s.base):
+            hit, other = min(hit, CASCADE_HIT_SIDE_DEPTH), min(other, CASCADE_OTHER_SIDE_DEPTH)
+            sign += 1.0 if e.drop_frac > 0 else -1.0
+        return (hit, other) if sign >= 0 else (other, hit)
 
     def _forced_rate(self, s: Series) -> float | None:
         forced = self._events_now("funding_spike", s.venue, s.base) + self._events_now(

@@ -31,6 +31,8 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
     listed_at_s: float | None = None
     """Seconds after the start at which the listing appears; None means listed long ago."""
     oi_usd: float = 50_000_000.0
+    """Open interest over all its venues in USD at ``price``; held in position units from then
+    on, so its USD value moves with the price as a venue's does."""
     book_depth_usd: float = 2_000_000.0
     """Notional on each side within the first ten levels."""
 
@@ -53,7 +55,8 @@ class ScriptedEvent(msgspec.Struct, frozen=True, kw_only=True):
     oi_drop_frac: float = 0.2
     oi_rise_frac: float = 0.0
     """build_up: open-interest growth over the event as a fraction (0.5 is +50 %); like
-    ``oi_drop_frac`` it applies to the notional, which is how the simulator keeps open interest."""
+    ``oi_drop_frac`` it applies to position units, which is how the simulator keeps open
+    interest (its USD value also moves with the price)."""
     rise_frac: float = 0.0
     """build_up: price drift over the event as a fraction (positive: up)."""
     liquidations: int = 40
