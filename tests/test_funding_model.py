@@ -17,7 +17,7 @@ from hean.ml.funding.model import FundingForecaster, ModelLoadError, SeriesHisto
 from hean.ml.funding.policy import ActionPolicy
 from hean.ml.funding.train import TrainConfig, train_model
 
-TINY = TrainConfig(seq_len=8, hidden=8, epochs=3, patience=2, max_train=2000, threads=1)
+TINY = TrainConfig(seq_len=8, hidden=8, epochs=3, max_train=2000, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,45 @@ def artifact(tmp_path_factory):
 def test_training_writes_a_versioned_artifact(artifact):
     out, meta, lines = artifact
     assert (out / "model.pt").exists() and (out / "meta.json").exists()
-    assert any(line.startswith("epoch 1/3 train_loss=") for line in lines)
+    for k in range(1, 5):  # progress per fold and epoch, then for the final fit
+        assert any(line.startswith(f"fold {k}/4 epoch 3/3 train_loss=") for line in lines)
+    chosen = meta["walk_forward"]["chosen_epochs"]
+    assert any(line.startswith(f"final epoch {chosen}/{chosen} ") for line in lines)
     for key in ("version", "git_revision", "features", "scaling", "calibration", "data"):
         assert key in meta
     assert meta["data"]["first_utc"].startswith("2024-01-01")
-    # walk-forward: training ends before validation, validation before the held-out test
+    # the final fit stops an embargo before the held-out block
     assert meta["data"]["train_until_utc"] < meta["data"]["test_from_utc"]
     assert meta["metrics_test"]["overall"]["n"] == meta["data"]["sequences"]["test"]
     assert len(meta["scaling"]["mean"]) == len(meta["features"])
+    assert meta["best_epoch"] == chosen and 1 <= chosen <= 3
+
+
+def test_training_reports_every_walk_forward_fold(artifact):
+    _, meta, lines = artifact
+    wf = meta["walk_forward"]
+    assert [f["fold"] for f in wf["folds"]] == [1, 2, 3, 4]
+    assert len(wf["mean_skill_ratio_by_epoch"]) == 3
+    froms = [f["val_from_utc"] for f in wf["folds"]]
+    assert froms == sorted(froms)
+    assert wf["folds"][-1]["val_until_utc"] == meta["data"]["train_until_utc"]
+    for f in wf["folds"]:
+        assert f["val_sequences"] > 0
+        assert f["skill_ratio"] == pytest.approx(f["model_mae_bps"] / f["persistence_mae_bps"])
+        assert f["skill_ratio_vs_ewma"] == pytest.approx(f["model_mae_bps"] / f["ewma_mae_bps"])
+        assert any(
+            line.startswith(f"fold {f['fold']}: model MAE {f['model_mae_bps']:.4f}")
+            for line in lines
+        )
+    # expanding window: every fold trains on more sequences than the one before
+    sizes = [f["train_sequences"] for f in wf["folds"]]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert sizes[-1] < meta["data"]["sequences"]["train"]
+    assert wf["chosen_shrink"] == meta["scaling"]["shrink"]
+    # the chosen epoch is the one with the lowest mean fold skill before shrinkage
+    curve = wf["mean_skill_ratio_by_epoch"]
+    assert curve[wf["chosen_epochs"] - 1] == min(curve)
+    assert wf["mean_skill_ratio"] <= min(curve) + 1e-4  # shrink 1 was among the candidates
 
 
 def test_artifact_round_trip_predicts_the_same(artifact):

@@ -21,7 +21,7 @@ from hean_proto.events import FundingForecast, FundingRate
 from hean_proto.subjects import FUNDING, PRED_FUNDING
 from hean_services.funding_predictor.logic import FundingPredictorLogic
 
-TINY = TrainConfig(seq_len=8, hidden=8, epochs=2, patience=2, max_train=2000, threads=1)
+TINY = TrainConfig(seq_len=8, hidden=8, epochs=2, max_train=2000, threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,14 @@
 At the start of every window (``window_days`` from the start of the range) the funding LSTM
 is trained again with the live training code (``hean.ml.funding.train.train_model``) on the
 settlements strictly before the window's start, and swapped into the live predictor the way
-the service hot-reloads a model. Training splits by time inside that past as it always does.
+the service hot-reloads a model. Training splits by time inside that past as it always does
+(walk-forward folds, then a final fit).
 
-Full training (20 epochs over up to 100,000 sequences) takes minutes per window, so the
-default here is a smaller configuration: ``epochs=3``, ``max_train=20,000`` sequences per
-epoch, ``patience=2``, the same architecture. The report lists it with every window's model.
-Model versions are named from the window start and a digest of the weights, so the same
-inputs give the same names.
+Full training (four folds and a final fit of up to 20 epochs over up to 100,000 sequences)
+takes minutes per window, so the default here is a smaller configuration: ``epochs=3``,
+``max_train=20,000`` sequences per epoch, two folds, the same architecture. The report lists
+it with every window's model. Model versions are named from the window start and a digest of
+the weights, so the same inputs give the same names.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DAY_MS = 86_400_000
 
 
 def small_config() -> TrainConfig:
-    return TrainConfig(epochs=3, max_train=20_000, patience=2)
+    return TrainConfig(epochs=3, max_train=20_000, folds=2)
 
 
 @dataclass

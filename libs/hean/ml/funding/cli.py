@@ -11,14 +11,25 @@ from pathlib import Path
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="Parquet or CSV of funding settlements")
     p.add_argument("--out", required=True, help="artifact directory to write")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument(
+        "--epochs", type=int, default=20, help="epochs per fold; the final fit takes the best"
+    )
     p.add_argument("--seq-len", type=int, default=16)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--max-train", type=int, default=100_000, help="sequences sampled per epoch")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="newest share held out")
+    p.add_argument("--folds", type=int, default=4, help="walk-forward folds before the test")
+    p.add_argument(
+        "--first-fold-fraction",
+        type=float,
+        default=0.4,
+        help="share of the training period the first fold trains on",
+    )
+    p.add_argument(
+        "--embargo-hours", type=float, default=8.0, help="gap between training and validation"
+    )
+    p.add_argument("--members", type=int, default=1, help="seed ensemble size")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--patience", type=int, default=4, help="epochs without validation gain")
     p.add_argument("--seed", type=int, default=7)
 
 
@@ -36,11 +47,13 @@ def train(args: argparse.Namespace) -> int:
         hidden=args.hidden,
         epochs=args.epochs,
         max_train=args.max_train,
-        val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
+        folds=args.folds,
+        first_fold_fraction=args.first_fold_fraction,
+        embargo_hours=args.embargo_hours,
+        members=args.members,
         seed=args.seed,
         lr=args.lr,
-        patience=args.patience,
     )
     try:
         meta = train_model(
@@ -54,7 +67,20 @@ def train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     overall = meta["metrics_test"].get("overall", {})
-    print(f"wrote {args.out} version {meta['version']}")
+    wf = meta["walk_forward"]
+    print(
+        f"walk-forward ({wf['chosen_epochs']} epochs, shrink {wf['chosen_shrink']:g}):\n"
+        f"{'fold':<6}{'validated from':<27}{'n':>8}{'MAE':>9}{'persist':>9}{'EWMA':>9}"
+        f"{'skill':>7}"
+    )
+    for f in wf["folds"]:
+        print(
+            f"{f['fold']:<6}{f['val_from_utc']:<27}{f['val_sequences']:>8}"
+            f"{f['model_mae_bps']:>9.4f}{f['persistence_mae_bps']:>9.4f}"
+            f"{f['ewma_mae_bps']:>9.4f}{f['skill_ratio']:>7.3f}"
+        )
+    print(f"mean fold skill ratio {wf['mean_skill_ratio']:.3f}")
+    print(f"wrote {args.out} version {meta['version']} in {meta['train_seconds']:.0f}s")
     if overall:
         print(
             f"held-out test: model MAE {overall['model']['mae_bps']:.4f} bps, persistence "

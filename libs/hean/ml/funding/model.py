@@ -5,8 +5,9 @@ change of the rate (bps per 8 h) to the next settlement; the forecast is the cur
 that change, converted back to the series' own interval. Predicting the change keeps
 persistence ("next = current") as the network's natural starting point.
 
-Artifact (one directory): ``model.pt`` (state dict), ``meta.json`` (version, features, scaling,
-sequence length, calibration, data span, metrics, git revision).
+Artifact (one directory): ``model.pt`` (state dict of one LSTM or of a seed ensemble),
+``meta.json`` (version, features, scaling and shrinkage, sequence length, ensemble size,
+calibration, data span, walk-forward and held-out metrics, git revision).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class ModelLoadError(RuntimeError):
     """No loadable artifact in a directory; the message says what is missing or broken."""
 
 
-def build_net(n_features: int, hidden: int):
+def build_net(n_features: int, hidden: int, members: int = 1):
+    """One LSTM, or ``members`` of them whose predictions are averaged (seed ensemble)."""
     import torch
     from torch import nn
 
@@ -48,7 +50,18 @@ def build_net(n_features: int, hidden: int):
             out, _ = self.lstm(x)
             return self.head(out[:, -1, :]).squeeze(-1)
 
-    return FundingLSTM()
+    if members == 1:
+        return FundingLSTM()
+
+    class FundingEnsemble(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(FundingLSTM() for _ in range(members))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+    return FundingEnsemble()
 
 
 def find_artifact(path: str | Path) -> Path:
@@ -133,10 +146,13 @@ class FundingForecaster:
         self.seq_len: int = int(meta["seq_len"])
         self.mean = np.asarray(meta["scaling"]["mean"], dtype=np.float32)
         self.std = np.asarray(meta["scaling"]["std"], dtype=np.float32)
-        self.target_scale = float(meta["scaling"]["target_std"])
+        # the network's output in target units, shrunk towards persistence by ``shrink``
+        self.target_scale = float(meta["scaling"]["target_std"]) * float(
+            meta["scaling"].get("shrink", 1.0)
+        )
         self.calibration = Calibration.from_json(meta["calibration"])
         self.policy = policy or ActionPolicy()
-        self.net = build_net(len(self.features), int(meta["hidden"]))
+        self.net = build_net(len(self.features), int(meta["hidden"]), int(meta.get("members", 1)))
         self.net.load_state_dict(state_dict)
         self.net.eval()
         self._torch = torch
