@@ -442,3 +442,64 @@ def test_venue_funding_is_booked_once_and_only_for_our_position() -> None:
     assert ledger.book_payment("binance", "BTCUSDT", 0.005, t + 10, t + 12) is None
     assert ledger.book_payment("bybit", "BTCUSDT", 0.005, t + 10, t + 12) is None
     assert ledger.totals()["funding_usd"] == 0.005
+
+
+async def test_spot_hedged_unit_trades_spot_at_the_simulator_and_exits(
+    nats_url: str, tmp_path
+) -> None:
+    """Perp short plus spot long on Binance: the spot leg goes to /api/v3/order as BTC/USDT."""
+    async with chain(nats_url, tmp_path) as c:
+        ro = c.router_settings(c.sim.url)
+        legs = [
+            SignalLeg(venue="binance", symbol="BTCUSDT", side="sell"),
+            SignalLeg(venue="binance", symbol="BTCUSDT", side="buy", instrument="spot"),
+        ]
+        async with running(router_main.build(ro), ro):
+            await c.ready(ro)
+            sig = signal(strategy="funding_harvester", legs=legs)
+            await c.publish(sig)
+            decision = (await c.tap.until(of(RiskDecision, signal_id=sig.id)))[0]
+            assert decision.approved, decision.reasons
+            intent = (await c.tap.until(of(OrderIntent, signal_id=sig.id)))[0]
+            fills = await c.tap.until(
+                lambda ev: len(of(Fill, intent_id=intent.id)(ev)) >= 2 and of(Fill)(ev)
+            )
+            acct = c.account("binance")
+            perp_leg, spot_leg = intent.legs
+            spot_orders = [
+                o for o in acct.spot_orders.values() if o.client_id == spot_leg.client_order_id
+            ]
+            assert len(spot_orders) == 1 and spot_orders[0].status == "FILLED"
+            assert acct.spot["BTCUSDT"] == pytest.approx(spot_orders[0].filled)
+            assert acct.positions["BTCUSDT"].qty == pytest.approx(
+                -c.orders("binance", perp_leg.client_order_id)[0].filled
+            )
+            by_instrument = {f.instrument: f for f in fills}
+            assert by_instrument["spot"].client_order_id == spot_leg.client_order_id
+            assert by_instrument["spot"].price == pytest.approx(spot_orders[0].avg_price)
+            assert by_instrument["spot"].fee_usd == pytest.approx(spot_orders[0].fee)
+            assert not any(f.paper for f in fills)
+            await c.tap.until(of(Position, venue="binance", instrument="spot"))
+            # the exit closes both: the spot sell sells what the entry bought
+            out = signal(
+                strategy="funding_harvester",
+                legs=[
+                    SignalLeg(venue="binance", symbol="BTCUSDT", side="buy"),
+                    SignalLeg(venue="binance", symbol="BTCUSDT", side="sell", instrument="spot"),
+                ],
+                reduce_only=True,
+            )
+            await c.publish(out)
+            done = (await c.tap.until(of(RiskDecision, signal_id=out.id)))[0]
+            assert done.approved, done.reasons
+            exit_intent = (await c.tap.until(of(OrderIntent, signal_id=out.id)))[0]
+            await c.tap.until(
+                lambda ev: len(of(Fill, intent_id=exit_intent.id)(ev)) >= 2 and of(Fill)(ev)
+            )
+        assert acct.spot["BTCUSDT"] == pytest.approx(0.0, abs=1e-9)
+        assert acct.positions["BTCUSDT"].qty == pytest.approx(0.0, abs=1e-9)
+        assert not [
+            u
+            for u in of(OrderUpdate)(c.tap.events)
+            if u.intent_id in (intent.id, exit_intent.id) and u.status in ("unwound", "rejected")
+        ]

@@ -58,6 +58,11 @@ class Settings(ServiceSettings, kw_only=True):
     stop_grace_s: NonNeg = 10.0
     taker_fee_bps: NonNeg = 5.5
     taker_fee_bps_by_venue: dict[str, float] = {}
+    spot_taker_fee_bps: NonNeg = 10.0
+    """Paper spot fills: the spot taker fee (Binance, Bybit and OKX charge 0.1 % at base tier)."""
+    spot_taker_fee_bps_by_venue: dict[str, float] = {}
+    spot_half_spread_bps: NonNeg = 1.0
+    """Paper spot fills: best bid and ask this far from the venue's index price."""
     slippage_bps: NonNeg = 1.0
     max_slippage_bps: Positive = 50.0
     max_book_age_s: Positive = 10.0
@@ -67,6 +72,12 @@ def _default_factory(venue: str, settings: ServiceSettings) -> Any:
     from hean.venues import build_client
 
     return build_client(venue, settings, private=True)
+
+
+def _default_spot_factory(venue: str, settings: ServiceSettings) -> Any:
+    from hean.venues import build_client
+
+    return build_client(venue, settings, private=True, market="spot")
 
 
 def _require_keys(settings: Settings) -> None:
@@ -89,7 +100,13 @@ def _announce_live(settings: Settings) -> None:
     log.warning("LIVE TRADING enabled on %s (%s)", ",".join(settings.venues), settings.venue_mode)
 
 
-def build(settings: Settings, client_factory: ClientFactory | None = None) -> ServiceApp:
+def build(
+    settings: Settings,
+    client_factory: ClientFactory | None = None,
+    spot_client_factory: ClientFactory | None = None,
+) -> ServiceApp:
+    """The router app. ``spot_client_factory`` builds live spot clients; without it, spot legs
+    are refused when ``client_factory`` is replaced (a test's scripted venues)."""
     gate = RiskGate(max_age_ms=int(settings.risk_max_age_s * 1000))
     logic = OrderRouterLogic(gate)
     logic.live = settings.live
@@ -111,22 +128,36 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
     logic.on_change = changed.set
     state: dict[str, Any] = {"executor": None, "running": None, "subs": []}
 
+    def paper_venue(ctx: ServiceContext, venue: str, instrument: str) -> PaperVenue:
+        if instrument == "spot":
+            fees, default = settings.spot_taker_fee_bps_by_venue, settings.spot_taker_fee_bps
+        else:
+            fees, default = settings.taker_fee_bps_by_venue, settings.taker_fee_bps
+        config = PaperConfig(
+            taker_fee_bps=fees.get(venue, default),
+            slippage_bps=settings.slippage_bps,
+            max_slippage_bps=settings.max_slippage_bps,
+            max_book_age_ms=int(settings.max_book_age_s * 1000),
+            half_spread_bps=settings.spot_half_spread_bps,
+        )
+        return PaperVenue(venue, ctx.runtime.clock, config, instrument=instrument)  # type: ignore[arg-type]
+
     def venues_for(ctx: ServiceContext) -> dict[str, VenueClient]:
         if not settings.live:
             for venue in settings.venues:
-                fee = settings.taker_fee_bps_by_venue.get(venue, settings.taker_fee_bps)
-                logic.paper[venue] = PaperVenue(
-                    venue,
-                    ctx.runtime.clock,
-                    PaperConfig(
-                        taker_fee_bps=fee,
-                        slippage_bps=settings.slippage_bps,
-                        max_slippage_bps=settings.max_slippage_bps,
-                        max_book_age_ms=int(settings.max_book_age_s * 1000),
-                    ),
-                )
+                logic.paper[venue] = paper_venue(ctx, venue, "perp")
             return dict(logic.paper)  # type: ignore[arg-type]
         factory = client_factory or _default_factory
+        return {venue: factory(venue, settings) for venue in settings.venues}
+
+    def spot_venues_for(ctx: ServiceContext) -> dict[str, VenueClient]:
+        if not settings.live:
+            for venue in settings.venues:
+                logic.paper_spot[venue] = paper_venue(ctx, venue, "spot")
+            return dict(logic.paper_spot)  # type: ignore[arg-type]
+        factory = spot_client_factory or (None if client_factory else _default_spot_factory)
+        if factory is None:
+            return {}
         return {venue: factory(venue, settings) for venue in settings.venues}
 
     async def reconcile(ctx: ServiceContext, executor: Executor) -> None:
@@ -152,10 +183,11 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
             if record is not None and record.state == "HALTED":
                 gate.latch(record.since_ms)
         venues = venues_for(ctx)
-        for venue, paper in logic.paper.items():  # paper venues hold what the ledger holds
-            for pos in book.ledger.positions.values():
-                if pos.venue == venue and pos.qty:
-                    paper.positions[pos.symbol] = pos.qty
+        spot = spot_venues_for(ctx)
+        for pos in book.ledger.open_positions():  # paper venues hold what the ledger holds
+            paper = (logic.paper_spot if pos.instrument == "spot" else logic.paper).get(pos.venue)
+            if paper is not None:
+                paper.positions[pos.symbol] = pos.qty
         executor = Executor(
             venues,
             store,
@@ -165,6 +197,7 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
             ctx.runtime.emit,
             exec_config,
             ExecMetrics(ctx.metrics.registry),
+            spot=spot,
         )
         state["executor"] = executor
         await reconcile(ctx, executor)
@@ -280,7 +313,7 @@ def build(settings: Settings, client_factory: ClientFactory | None = None) -> Se
             await sub.stop()
         executor: Executor | None = state["executor"]
         if executor is not None and settings.live:
-            for client in executor.venues.values():
+            for client in [*executor.venues.values(), *executor.spot.values()]:
                 with contextlib.suppress(Exception):
                     await client.close()
 
@@ -295,8 +328,10 @@ async def _check_positions(ctx: ServiceContext, executor: Executor) -> None:
         except (VenueError, TimeoutError) as exc:
             log.error("positions of %s unavailable for reconciliation: %s", venue, exc)
             continue
-        ours = {
-            p.symbol: p.qty for p in executor.book.ledger.positions.values() if p.venue == venue
+        ours = {  # the venues report perpetual positions; spot holdings are balances
+            p.symbol: p.qty
+            for p in executor.book.ledger.positions.values()
+            if p.venue == venue and p.instrument == "perp"
         }
         for symbol in set(held) | set(ours):
             a, b = held.get(symbol, 0.0), ours.get(symbol, 0.0)

@@ -2,6 +2,10 @@
 
 Client order ids are unique per account, as on the real venues; positions are netted one-way;
 funding is paid or received at each settlement of a symbol with an open position.
+
+Spot is a separate wallet per account, as on the venues: market orders fill against the spot
+book, a buy pays USDT out of the balance, a sell needs the base asset held (no borrowing),
+the commission is charged in USDT at ``SPOT_TAKER_FEE``, and holdings never pay funding.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from dataclasses import dataclass, field
 
 from hean.sim.market import Market, Series
 from hean.sim.scenario import Account
+
+SPOT_TAKER_FEE = 0.001
+"""Base-tier spot taker commission on Binance, Bybit and OKX (0.1 %)."""
 
 
 class OrderError(Exception):
@@ -78,6 +85,10 @@ class VenueAccount:
     by_client: dict[str, str] = field(default_factory=dict)
     positions: dict[str, SimPosition] = field(default_factory=dict)
     funding: list[FundingEntry] = field(default_factory=list)
+    spot: dict[str, float] = field(default_factory=dict)
+    """Spot holdings: base units per spot symbol (``BTCUSDT``)."""
+    spot_orders: dict[str, SimOrder] = field(default_factory=dict)
+    spot_by_client: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -122,7 +133,23 @@ class Engine:
         margin_needed = qty * mark * 0.05
         if not reduce_only and margin_needed > acct.balance:
             raise OrderError("margin", "insufficient margin")
-        order = SimOrder(
+        order = self._new_order(acct, symbol, side, qty, client_id, price, reduce_only)
+        acct.orders[order.order_id] = order
+        acct.by_client[order.client_id] = order.order_id
+        self._match(acct, order, s)
+        return order
+
+    def _new_order(
+        self,
+        acct: VenueAccount,
+        symbol: str,
+        side: str,
+        qty: float,
+        client_id: str,
+        price: float | None = None,
+        reduce_only: bool = False,
+    ) -> SimOrder:
+        return SimOrder(
             order_id=str(next(self.ids)),
             client_id=client_id or f"sim{next(self.ids)}",
             venue=acct.venue,
@@ -134,10 +161,6 @@ class Engine:
             created_ms=self.market.now_ms,
             updated_ms=self.market.now_ms,
         )
-        acct.orders[order.order_id] = order
-        acct.by_client[order.client_id] = order.order_id
-        self._match(acct, order, s)
-        return order
 
     def _match(self, acct: VenueAccount, order: SimOrder, s: Series) -> None:
         bids, asks = self.market.book(s, depth=20)
@@ -185,6 +208,55 @@ class Engine:
                 pos.qty, pos.entry = 0.0, 0.0
             elif (pos.qty > 0) == (signed > 0):
                 pos.entry = price
+
+    def spot_symbol(self, symbol: str) -> str | None:
+        """The base asset of a spot pair the market knows (``BTCUSDT`` -> ``BTC``)."""
+        base = symbol.removesuffix("USDT")
+        return base if symbol.endswith("USDT") and base in self.market.price else None
+
+    def place_spot(
+        self, acct: VenueAccount, symbol: str, side: str, qty: float, client_id: str
+    ) -> SimOrder:
+        """A spot market order, filled at once against the spot book or refused."""
+        base = self.spot_symbol(symbol)
+        if base is None:
+            raise OrderError("unknown_symbol", f"unknown symbol {symbol}")
+        if client_id and client_id in acct.spot_by_client:
+            raise OrderError("duplicate", f"client order id {client_id} is duplicated")
+        if not (qty > 0):
+            raise OrderError("bad_qty", f"quantity must be positive, got {qty}")
+        if side not in ("buy", "sell"):
+            raise OrderError("bad_side", f"side must be buy or sell, got {side}")
+        held = acct.spot.get(symbol, 0.0)
+        bids, asks = self.market.spot_book(base, depth=20)
+        levels = asks if side == "buy" else bids
+        fills, left = [], qty
+        for price, size in levels:
+            take = min(size, left)
+            fills.append((take, price))
+            left -= take
+            if left <= 1e-12:
+                break
+        filled = sum(q for q, _ in fills)
+        notional = sum(q * p for q, p in fills)
+        fee = notional * SPOT_TAKER_FEE
+        if side == "sell" and filled > held + 1e-12:
+            raise OrderError("balance", f"insufficient {base}: sell {filled:g}, hold {held:g}")
+        if side == "buy" and notional + fee > acct.balance:
+            raise OrderError("balance", f"insufficient USDT for {notional + fee:.2f}")
+        order = self._new_order(acct, symbol, side, qty, client_id)
+        order.filled, order.notional, order.fee = filled, notional, fee
+        order.status = "FILLED" if left <= 1e-12 else "EXPIRED"
+        acct.spot[symbol] = held + (filled if side == "buy" else -filled)
+        acct.balance += (-notional if side == "buy" else notional) - fee
+        acct.spot_orders[order.order_id] = order
+        acct.spot_by_client[order.client_id] = order.order_id
+        return order
+
+    def find_spot(
+        self, acct: VenueAccount, client_id: str = "", order_id: str = ""
+    ) -> SimOrder | None:
+        return acct.spot_orders.get(order_id or acct.spot_by_client.get(client_id, ""))
 
     def cancel(self, acct: VenueAccount, symbol: str, client_id: str) -> SimOrder:
         order = self.find(acct, client_id)

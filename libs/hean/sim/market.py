@@ -141,10 +141,20 @@ class Market:
 
     def book(self, s: Series, depth: int = 10) -> tuple[list[tuple[float, float]], ...]:
         """(bids, asks) as (price, base qty), best first; thinner during a cascade."""
-        mid = self.mark(s)
+        return self._ladder(self.mark(s), s.spec.book_depth_usd, self._thinning(s), depth)
+
+    def spot_book(self, base: str, depth: int = 10) -> tuple[list[tuple[float, float]], ...]:
+        """The spot pair's book, around the index price (the spot price every venue's index
+        tracks), as deep as the perpetual's."""
+        return self._ladder(self.price[base], self.specs[base].book_depth_usd, (1.0, 1.0), depth)
+
+    @staticmethod
+    def _ladder(
+        mid: float, depth_usd: float, thin: tuple[float, float], depth: int
+    ) -> tuple[list[tuple[float, float]], ...]:
         tick = tick_size(mid)
-        bid_thin, ask_thin = self._thinning(s)
-        per_level = s.spec.book_depth_usd / 10.0 / mid
+        bid_thin, ask_thin = thin
+        per_level = depth_usd / 10.0 / mid
         half = max(tick, mid * 0.00005)
         bids, asks = [], []
         for i in range(depth):

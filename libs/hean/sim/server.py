@@ -1,6 +1,7 @@
 """The simulator's HTTP and websocket server: one port, one path prefix per venue.
 
-``/binance/fapi/...``, ``/bybit/v5/...`` and ``/okx/api/v5/...`` answer as the venue would;
+``/binance/fapi/...``, ``/bybit/v5/...`` and ``/okx/api/v5/...`` answer as the venue would
+(and ``/binance/api/v3/...`` as Binance spot, for spot hedges);
 ``/sim/state``, ``/sim/advance`` and ``/sim/event`` let an operator or a test look at and
 drive the simulated market.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from hean.sim import binance, bybit, okx
+from hean.sim import binance, binance_spot, bybit, okx
 from hean.sim.engine import Engine
 from hean.sim.market import LiquidationPrint, Market
 from hean.sim.replay import load_replay
@@ -25,6 +26,8 @@ from hean.sim.wire import json_response
 
 log = logging.getLogger("hean.sim")
 MODULES = {"binance": binance, "bybit": bybit, "okx": okx}
+SPOT = {"binance": binance_spot}
+"""Venues whose spot market the simulator serves too (under the same prefix)."""
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 
@@ -114,6 +117,9 @@ class SimServer:
     def _venue_handler(self, venue: str) -> Handler:
         module = MODULES[venue]
         prefix = f"/{venue}"
+        spot = SPOT.get(venue)
+        public = {**module.PUBLIC, **(spot.PUBLIC if spot else {})}
+        private = {**module.PRIVATE, **(spot.PRIVATE if spot else {})}
 
         async def handle(request: web.Request) -> web.StreamResponse:
             path = request.path[len(prefix) :]
@@ -126,13 +132,13 @@ class SimServer:
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 return await module.websocket(self, request)
             key = (request.method, path)
-            if key in module.PUBLIC:
-                return await module.PUBLIC[key](self, request)
-            if key in module.PRIVATE:
+            if key in public:
+                return await public[key](self, request)
+            if key in private:
                 acct = await module.authenticate(self, request)
                 if isinstance(acct, web.Response):
                     return acct
-                return await module.PRIVATE[key](self, request, acct)
+                return await private[key](self, request, acct)
             log.info("sim %s: no route %s %s", venue, request.method, path)
             return web.json_response(
                 {"error": f"no such endpoint {request.method} {path}"}, status=404

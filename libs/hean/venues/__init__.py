@@ -14,9 +14,12 @@ if TYPE_CHECKING:
 __all__ = ["VenueClient", "VenueError", "bind_service", "build_client"]
 
 
-def build_client(venue: str, settings: ServiceSettings, private: bool = False) -> CcxtVenueClient:
+def build_client(
+    venue: str, settings: ServiceSettings, private: bool = False, market: str = "perp"
+) -> CcxtVenueClient:
     """The client for ``venue`` as configured: the simulator's URL in sim mode, the venue's own
-    otherwise. ``private`` requires API keys (in live mode) and fails at start without them."""
+    otherwise. ``private`` requires API keys (in live mode) and fails at start without them;
+    ``market="spot"`` trades the venue's spot pairs (the spot leg of a hedge)."""
     from hean.venues.ccxt_client import CcxtVenueClient
     from hean.venues.credentials import load_credentials
 
@@ -27,7 +30,10 @@ def build_client(venue: str, settings: ServiceSettings, private: bool = False) -
         )
     base_url = settings.sim_url if settings.venue_mode == "sim" else None
     return CcxtVenueClient(
-        venue, creds if (private or settings.venue_mode == "sim") else None, base_url=base_url
+        venue,
+        creds if (private or settings.venue_mode == "sim") else None,
+        base_url=base_url,
+        market="spot" if market == "spot" else "perp",
     )
 
 

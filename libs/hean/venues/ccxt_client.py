@@ -1,8 +1,11 @@
 """The venue client over ccxt's async REST and websocket classes (``ccxt.pro``).
 
 One class serves every venue: Binance USD-M, Bybit linear and OKX swaps are configured here,
-any other ccxt id works by name. Answers are checked field by field and normalised into proto
-events with a canonical symbol; sizes are converted from contracts to base units.
+any other ccxt id works by name. With ``market="spot"`` the same class trades the venue's
+USDT spot pairs instead (Binance through ccxt's ``binance`` class, ccxt symbol ``BTC/USDT``
+rather than ``BTC/USDT:USDT``): the spot leg of a hedge. Answers are checked field by field
+and normalised into proto events with a canonical symbol; sizes are converted from contracts
+to base units.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from hean.venues.base import (
     VenueUnavailable,
 )
 from hean.venues.credentials import Credentials
-from hean.venues.endpoints import OPTIONS, ccxt_id, point_at
+from hean.venues.endpoints import ccxt_id, ccxt_options, point_at
 from hean.venues.metrics import VenueMetrics
 from hean.venues.symbols import canonical
 from hean.venues.validate import Checker
@@ -44,7 +47,7 @@ log = logging.getLogger("hean.venues")
 T = TypeVar("T")
 H_MS = 3_600_000
 TRANSIENT = (cx.OperationFailed,)  # network, rate limit, timeout, venue-side internal errors
-DUPLICATE_MARKERS = ("-4116", "110072", "51016", "duplicate")
+DUPLICATE_MARKERS = ("-4116", "110072", "51016", "duplicate", "Duplicate order sent")
 # venue answers that refuse an order outright (it does not exist at the venue), which ccxt
 # does not always map to InsufficientFunds/InvalidOrder: Binance answers -2019 with HTTP 400
 REJECT_MARKERS = (
@@ -74,9 +77,11 @@ class CcxtVenueClient:
         unhealthy_after: int = 3,
         metrics: VenueMetrics | None = None,
         clock: Callable[[], int] | None = None,
+        market: Literal["perp", "spot"] = "perp",
     ) -> None:
         self.venue = venue
-        self.ccxt_id = ccxt_id(venue)
+        self.market_type = market
+        self.ccxt_id = ccxt_id(venue, market)
         cls = getattr(ccxtpro, self.ccxt_id, None)
         if cls is None:
             raise ValueError(f"venue {venue!r}: ccxt has no exchange {self.ccxt_id!r}")
@@ -84,7 +89,7 @@ class CcxtVenueClient:
         config: dict[str, Any] = {
             "enableRateLimit": True,
             "timeout": int(timeout_s * 1000),
-            "options": dict(OPTIONS.get(self.ccxt_id, {})),
+            "options": ccxt_options(venue, market),
         }
         if creds.present:
             config.update(apiKey=creds.api_key, secret=creds.secret, password=creds.passphrase)
@@ -223,7 +228,8 @@ class CcxtVenueClient:
     async def load_markets(self) -> list[MarketInfo]:
         raw = await self._call("load_markets", self.ex.load_markets, True)
         intervals: dict[str, float] = {}
-        if self.ex.has.get("fetchFundingIntervals"):
+        spot = self.market_type == "spot"
+        if self.ex.has.get("fetchFundingIntervals") and not spot:
             try:
                 got = await self._call("fetch_funding_intervals", self.ex.fetch_funding_intervals)
                 for sym, item in (got or {}).items():
@@ -236,7 +242,11 @@ class CcxtVenueClient:
         for m in raw.values():
             # linear: margined and settled in the quote currency (some answers omit the flag)
             linear = m.get("linear") or (m.get("settle") and m.get("settle") == m.get("quote"))
-            if not (m.get("swap") and linear):
+            if spot:
+                wanted = m.get("spot") and m.get("quote") == "USDT"
+            else:
+                wanted = m.get("swap") and linear
+            if not wanted:
                 continue
             try:
                 info = self._market_info(m, intervals)
@@ -267,7 +277,7 @@ class CcxtVenueClient:
             if not 30 <= minutes <= 1440:
                 raise chk.fail("fundingInterval", f"{minutes} minutes is not a funding interval")
             interval = minutes / 60.0
-        if interval is None and self.venue == "binance":
+        if interval is None and self.venue == "binance" and self.market_type == "perp":
             # Binance lists in fundingInfo only symbols whose interval differs from 8 h
             interval = 8.0
         return MarketInfo(
@@ -674,7 +684,7 @@ class CcxtVenueClient:
         m = self._market(symbol, "create_order")
         amount = qty / m.contract_size
         params: dict[str, Any] = {"clientOrderId": client_order_id}
-        if reduce_only:
+        if reduce_only and self.market_type == "perp":  # spot has no such flag: a sell sells
             params["reduceOnly"] = True
         kind = "limit" if price is not None else "market"
         try:
@@ -754,7 +764,8 @@ class CcxtVenueClient:
         return self._order(order, m, client_order_id)
 
     async def _bybit_order(self, m: MarketInfo, client_order_id: str) -> dict:
-        request = {"category": "linear", "symbol": m.native_id, "orderLinkId": client_order_id}
+        category = "spot" if self.market_type == "spot" else "linear"
+        request = {"category": category, "symbol": m.native_id, "orderLinkId": client_order_id}
         for method in (self.ex.privateGetV5OrderRealtime, self.ex.privateGetV5OrderHistory):
             response = await method(request)
             rows = ((response or {}).get("result") or {}).get("list") or []
@@ -785,6 +796,9 @@ class CcxtVenueClient:
         fee = o.get("fee") or {}
         fee_cost = chk.optional(fee.get("cost"), "fee.cost") if isinstance(fee, dict) else None
         average = chk.positive_or_none(o.get("average"), "average")
+        base = str(m.venue_symbol).split("/", 1)[0]
+        if fee_cost and average and isinstance(fee, dict) and fee.get("currency") == base:
+            fee_cost *= average  # spot buys may pay commission in the asset bought
         reason = ""
         if not fee_cost and filled > 0 and average and m.taker_fee:
             # Binance order answers carry no commission (it is in the trade list); charging

@@ -29,8 +29,33 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def ccxt_id(venue: str) -> str:
+SPOT_CCXT_IDS = {"binance": "binance"}
+"""Venue name -> ccxt id of its spot market where the perpetual's class has no spot."""
+
+SPOT_OPTIONS: dict[str, dict[str, Any]] = {
+    # spot pairs only: a spot client trades the spot leg of a hedge and nothing else
+    "binance": {
+        "fetchMarkets": {"types": ["spot"]},
+        "defaultType": "spot",
+        "fetchMargins": False,
+        "fetchCurrencies": False,
+        "fetchOpenOrders": {"warnWithoutSymbol": False},
+    },
+    "bybit": {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot"},
+    "okx": {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot"},
+}
+
+
+def ccxt_id(venue: str, market: str = "perp") -> str:
+    if market == "spot":
+        return SPOT_CCXT_IDS.get(venue, CCXT_IDS.get(venue, venue))
     return CCXT_IDS.get(venue, venue)
+
+
+def ccxt_options(venue: str, market: str = "perp") -> dict[str, Any]:
+    """The ccxt options for a venue's perpetual or spot client."""
+    cid = ccxt_id(venue, market)
+    return dict((SPOT_OPTIONS if market == "spot" else OPTIONS).get(cid, {}))
 
 
 def point_at(urls: Any, base_url: str, venue: str) -> Any:
