@@ -1,14 +1,17 @@
 """Estimates liquidation-cascade probability per (venue, symbol) from market-data events.
 
-Open interest, prices and funding are folded into bars of the model's own length (the shipped
-model is daily, because that is the only real history there is) so that the features are
-computed exactly as in training; the newest, still-forming bar counts as the latest bar.
-Open interest is turned into position units (USD / mark) so a price move alone is not read as
-positions closing. Marked symbols are forecast on the next tick in one pass and published as
-``CascadeForecast``. Order-book imbalance, 15-minute momentum and liquidation volume have no
-history to train on; they are tracked live, exported as metrics, and momentum breaks a tie
-when the model's down/up split is unclear. Without a model the service is not ready and
-publishes nothing.
+Prices, open interest, funding, book tops and liquidation prints are folded into bars of the
+model's own length (a day for the daily artifact trained on real data, minutes for the
+intraday one trained on simulator markets), and the features are computed from those bars by
+the model's own feature functions, the ones training used; the newest, still-forming bar
+counts as the latest bar. Open interest is turned into position units (USD / mark) so a price
+move alone is not read as positions closing; open interest, funding and the book are states,
+carried into a bar that has no update of its own. For the intraday model the book imbalance,
+the 15-minute momentum and the recent liquidation volume are model inputs; the daily model
+has no history of them, and for it they are tracked live and exported as metrics. Momentum
+breaks a tie when the model's down/up split is unclear. Marked symbols are forecast on the
+next tick in one pass and published as ``CascadeForecast``. Without a model the service is not
+ready and publishes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from hean.ml.cascade.features import BAR_COLUMNS, book_imbalance, liquidation_volume, momentum
+from hean.ml.cascade.features import book_imbalance, liquidation_volume, momentum
+from hean.ml.cascade.intraday import INTRADAY_BAR_COLUMNS
 from hean.ml.cascade.model import CascadeModel
 from hean.runtime.logic import Input, Output, ServiceLogic
 from hean_proto.events import (
@@ -90,7 +94,10 @@ class PredictorConfig:
     liq_window_ms: int = 60 * 60_000
     book_depth: int = 10
     max_bars: int = 64
-    """Bars kept per symbol (the cluster estimate looks back 30)."""
+    """Bars kept per symbol, at least; more when the model's cluster estimate looks further."""
+    liquidation_stream: bool = True
+    """The venues stream liquidations, so a bar without prints had none. False makes the
+    intraday model's liquidation volume unknown (NaN, as in training runs without a stream)."""
     direction_margin: float = 0.1
     """The model's direction is clear when |P(down) - P(up)| >= margin * probability."""
     min_momentum_frac: float = 0.002
@@ -99,7 +106,8 @@ class PredictorConfig:
 @dataclass
 class _Symbol:
     bars: dict[int, list[float]] = field(default_factory=dict)
-    """bar index -> [open, high, low, close, oi_units, funding_sum, funding_n]"""
+    """bar index -> [open, high, low, close, oi_units, funding_sum, funding_n, book_imbalance,
+    liquidated long USD, liquidated short USD]"""
     mark: float | None = None
     ticks: deque = field(default_factory=deque)
     liqs: deque = field(default_factory=deque)
@@ -143,6 +151,13 @@ class LiquidationPredictorLogic(ServiceLogic):
 
     # ------------------------------------------------------------------ state
 
+    def bars_kept(self) -> int:
+        """Bars kept per symbol: enough for the model's cluster look-back and warm-up."""
+        if self.model is None:
+            return self.config.max_bars
+        need = max(self.model.cluster.lookback_bars + 2, self.model.min_bars)
+        return max(self.config.max_bars, need)
+
     def _bar(self, s: _Symbol, ts_ms: int) -> list[float] | None:
         bar_ms = self.model.bar_ms if self.model else 86_400_000
         idx = ts_ms // bar_ms
@@ -152,8 +167,10 @@ class LiquidationPredictorLogic(ServiceLogic):
         if idx not in s.bars:
             prev = s.bars[max(s.bars)] if s.bars else None
             oi = prev[4] if prev else math.nan
-            s.bars[idx] = [math.nan, math.nan, math.nan, math.nan, oi, 0.0, 0]
-            for old in sorted(s.bars)[: -self.config.max_bars]:
+            book = prev[7] if prev else math.nan
+            liq = 0.0 if self.config.liquidation_stream else math.nan
+            s.bars[idx] = [math.nan, math.nan, math.nan, math.nan, oi, 0.0, 0, book, liq, liq]
+            for old in sorted(s.bars)[: -self.bars_kept()]:
                 del s.bars[old]
         return s.bars[idx]
 
@@ -199,13 +216,22 @@ class LiquidationPredictorLogic(ServiceLogic):
                 b[5] += float(event.rate) * 1e4 * 8.0 / float(event.interval_hours)
                 b[6] += 1
         elif isinstance(event, BookTop):
+            depth = self.model.book_depth if self.model else self.config.book_depth
             s.imbalance = book_imbalance(
                 [(lv.price, lv.size) for lv in event.bids],
                 [(lv.price, lv.size) for lv in event.asks],
-                self.config.book_depth,
+                depth,
             )
             self.metrics.book_imbalance.labels(venue, symbol).set(s.imbalance)
+            b = self._bar(s, event.ts_ms)
+            if b is not None:
+                b[7] = s.imbalance
         elif isinstance(event, Liquidation):
+            b = self._bar(s, event.ts_ms)
+            if b is not None:
+                # a print always says there is a stream, whatever the setting
+                col = 8 if event.side == "sell" else 9
+                b[col] = (0.0 if math.isnan(b[col]) else b[col]) + float(event.notional_usd)
             s.liqs.append((event.ts_ms, event.side, float(event.notional_usd)))
             while s.liqs and s.liqs[0][0] <= event.ts_ms - self.config.liq_window_ms:
                 s.liqs.popleft()
@@ -216,20 +242,22 @@ class LiquidationPredictorLogic(ServiceLogic):
         return []
 
     def bars_frame(self, key: tuple[str, str]) -> pd.DataFrame:
-        """The symbol's bars in the model's input layout (open interest carried forward)."""
+        """The symbol's bars in the models' input layout (states carried forward)."""
         s = self.symbols[key]
         bar_ms = self.model.bar_ms if self.model else 86_400_000
         rows = []
-        oi = math.nan
+        oi = funding = math.nan
         for idx in sorted(s.bars):
-            o, h, lo, c, u, fsum, fn = s.bars[idx]
+            o, h, lo, c, u, fsum, fn, book, liq_long, liq_short = s.bars[idx]
             oi = u if not math.isnan(u) else oi
+            funding = fsum / fn if fn else funding
             if math.isnan(c):
                 continue
-            rows.append((idx * bar_ms, o, h, lo, c, oi, fsum / fn if fn else math.nan))
+            rows.append((idx * bar_ms, o, h, lo, c, oi, funding, book, liq_long, liq_short))
         # typed even when empty (only funding or open interest seen so far, no price yet)
-        types = {c: ("int64" if c == "time_ms" else "float64") for c in BAR_COLUMNS}
-        return pd.DataFrame(rows, columns=list(BAR_COLUMNS)).astype(types)
+        cols = INTRADAY_BAR_COLUMNS
+        types = {c: ("int64" if c == "time_ms" else "float64") for c in cols}
+        return pd.DataFrame(rows, columns=list(cols)).astype(types)
 
     # ------------------------------------------------------------------ forecasting
 

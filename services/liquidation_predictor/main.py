@@ -38,6 +38,9 @@ class Settings(ServiceSettings, kw_only=True):
     momentum_window_s: Positive = 900.0
     liquidation_window_s: Positive = 3600.0
     book_depth: Annotated[int, Meta(ge=1, le=500)] = 10
+    """Book levels of the imbalance metric (an intraday model measures over its own depth)."""
+    liquidation_stream: bool = True
+    """The venues stream liquidations (a bar without prints had none); False: unknown."""
     bootstrap_history: bool = True
     """Rebuild recent bars from the history stream at start instead of waiting days for them."""
 
@@ -57,6 +60,7 @@ def build(settings: Settings) -> ServiceApp:
             momentum_window_ms=int(settings.momentum_window_s * 1000),
             liq_window_ms=int(settings.liquidation_window_s * 1000),
             book_depth=settings.book_depth,
+            liquidation_stream=settings.liquidation_stream,
         )
     )
     reloader = ModelReloader(
@@ -90,7 +94,7 @@ async def _bootstrap(ctx: ServiceContext, logic: LiquidationPredictorLogic) -> N
     bar_ms = logic.model.bar_ms if logic.model else 86_400_000
     try:
         events = await read_market_history(
-            ctx.bus.js, since_ms=now - logic.config.max_bars * bar_ms, idle_timeout_s=2.0
+            ctx.bus.js, since_ms=now - logic.bars_kept() * bar_ms, idle_timeout_s=2.0
         )
     except Exception as exc:  # no history stream yet is normal on a fresh system
         log.info("no market history to bootstrap from: %s", exc)

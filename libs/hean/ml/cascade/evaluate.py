@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hean.ml.cascade.labels import LabelRule
-from hean.ml.cascade.metrics import Baselines
 from hean.ml.cascade.model import CascadeModel
-from hean.ml.cascade.train import build_dataset, evaluate_period
+from hean.ml.cascade.train import build_dataset, evaluate_period, fit_baselines
 
 
 def evaluate_model(
@@ -26,8 +24,9 @@ def evaluate_model(
     report_path: str | Path | None = None,
     plot_path: str | Path | None = None,
 ) -> dict:
-    rule = LabelRule(**model.meta["label_rule"])
-    ds = build_dataset(bars, model.buckets, model.cluster, rule)
+    fs = model.feature_set
+    rule = fs.rule_from_meta(model.meta["label_rule"])
+    ds = build_dataset(bars, model.buckets, model.cluster, rule, fs=fs, bar_ms=model.bar_ms)
     start = since_ms if since_ms is not None else int(model.meta["split"]["test_start_ms"])
     before = ds[ds["time_ms"] < start]
     after = ds[ds["time_ms"] >= start]
@@ -35,8 +34,7 @@ def evaluate_model(
         raise ValueError("no bars at or after the evaluation start; pass older --since")
     if before["y"].nunique() < 2:
         raise ValueError("baselines need bars with and without cascades before the start")
-    base = Baselines(before["y"], before["prev_y"], before["vol_7"])
-    res = evaluate_period(model.clf, base, after)
+    res = evaluate_period(model.clf, fit_baselines(before), after, fs)
     report = {
         "model_version": model.version,
         "label_rule": rule.to_meta(),
@@ -60,7 +58,9 @@ def reliability_plot(report: dict, path: str | Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
-    for name, style in (("model", "o-"), ("volatility", "s--")):
+    for name, style in (("model", "o-"), ("volatility", "s--"), ("momentum", "^:")):
+        if name not in report:
+            continue
         rel = report[name]["reliability"]
         ax.plot([r["mean_p"] for r in rel], [r["observed"] for r in rel], style, label=name)
     top = max(0.05, *(max(r["mean_p"], r["observed"]) for r in report["model"]["reliability"]))

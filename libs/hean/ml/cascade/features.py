@@ -6,9 +6,10 @@ units, not USD, so that a price move alone does not look like positions closing)
 ``funding_bps8`` (funding rate in bps per 8 h, NaN where unknown). Row ``t`` of the output uses
 bars ``<= t`` only; the trainer pairs it with the label of bar ``t + 1``.
 
-Live-only inputs (order-book imbalance, 15-minute momentum, recent liquidation volume) have no
-history in the shared data, so they are not model features; they are computed here for the
-predictor and the strategy (see ``book_imbalance``, ``momentum`` and ``liquidation_volume``).
+Order-book imbalance, 15-minute momentum and recent liquidation volume have no history in the
+shared data, so they are not features of this daily set; they are inputs of the intraday set
+(``hean.ml.cascade.intraday``), trained on simulator markets, and the live predictor computes
+them with the functions at the end of this module.
 """
 
 from __future__ import annotations
@@ -87,41 +88,30 @@ def liquidation_map(
     lev_long = np.array([1.0 - 1.0 / b.leverage + b.mmr for b in bks])
     lev_short = np.array([1.0 + 1.0 / b.leverage - b.mmr for b in bks])
     weights = np.array([b.weight for b in bks])
+    empty = np.empty(0)
+    if n < 2:
+        return LiquidationMap(empty, empty, empty, empty)
     # for each bar: lowest low / highest high after it, and the share of positions still open
     # after the later open-interest decreases (pro rata)
-    after_lo = np.full(n, np.inf)
-    after_hi = np.full(n, -np.inf)
-    keep = np.ones(n)
-    run_lo, run_hi, run_keep = np.inf, -np.inf, 1.0
-    for j in range(n - 1, -1, -1):
-        after_lo[j], after_hi[j], keep[j] = run_lo, run_hi, run_keep
-        if np.isfinite(lo[j]):
-            run_lo = min(run_lo, lo[j])
-        if np.isfinite(hi[j]):
-            run_hi = max(run_hi, hi[j])
-        if j > 0 and np.isfinite(oi[j]) and np.isfinite(oi[j - 1]) and oi[j] < oi[j - 1]:
-            run_keep *= max(0.0, oi[j] / oi[j - 1])
-    ll: list[np.ndarray] = []
-    lm: list[np.ndarray] = []
-    sl: list[np.ndarray] = []
-    sm: list[np.ndarray] = []
-    for i in range(start, n):
-        if not (np.isfinite(oi[i]) and np.isfinite(oi[i - 1]) and np.isfinite(e[i])):
-            continue
-        added = oi[i] - oi[i - 1]
-        if added <= 0:
-            continue
-        long_px = e[i] * lev_long
-        short_px = e[i] * lev_short
-        mass = 0.5 * added * weights * keep[i]
-        alive_l = long_px < after_lo[i]
-        alive_s = short_px > after_hi[i]
-        ll.append(long_px[alive_l])
-        lm.append(mass[alive_l])
-        sl.append(short_px[alive_s])
-        sm.append(mass[alive_s])
-    cat = lambda xs: np.concatenate(xs) if xs else np.empty(0)  # noqa: E731
-    return LiquidationMap(cat(ll), cat(lm), cat(sl), cat(sm))
+    lo_f = np.where(np.isfinite(lo), lo, np.inf)
+    hi_f = np.where(np.isfinite(hi), hi, -np.inf)
+    after_lo = np.append(np.minimum.accumulate(lo_f[::-1])[::-1][1:], np.inf)
+    after_hi = np.append(np.maximum.accumulate(hi_f[::-1])[::-1][1:], -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = oi[1:] / oi[:-1]
+    falls = np.isfinite(oi[1:]) & np.isfinite(oi[:-1]) & (oi[1:] < oi[:-1])
+    step_keep = np.where(falls, np.maximum(0.0, ratio), 1.0)  # step_keep[j-1]: at bar j
+    keep = np.append(np.cumprod(step_keep[::-1])[::-1], 1.0)
+    i = np.arange(start, n)
+    added = oi[i] - oi[i - 1]
+    ok = np.isfinite(oi[i]) & np.isfinite(oi[i - 1]) & np.isfinite(e[i]) & (added > 0)
+    i, added = i[ok], added[ok]
+    long_px = np.outer(e[i], lev_long)
+    short_px = np.outer(e[i], lev_short)
+    mass = 0.5 * np.outer(added * keep[i], weights)
+    alive_l = long_px < after_lo[i][:, None]
+    alive_s = short_px > after_hi[i][:, None]
+    return LiquidationMap(long_px[alive_l], mass[alive_l], short_px[alive_s], mass[alive_s])
 
 
 def nearest_cluster(
@@ -155,6 +145,14 @@ def share_within(price: float, levels: np.ndarray, mass: np.ndarray, oi: float, 
     return float(mass[sel].sum() / oi)
 
 
+def sorted_bars(bars: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The bars oldest first, refusing a frame without the columns a feature set needs."""
+    missing = [c for c in columns if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars lack columns {missing}")
+    return bars.sort_values("time_ms")
+
+
 def compute_features(
     bars: pd.DataFrame,
     bks: Sequence[LeverageBucket] | None = None,
@@ -163,10 +161,7 @@ def compute_features(
     """One row of ``FEATURES`` per bar of one symbol (index aligned with ``bars``)."""
     cfg = cfg or ClusterConfig()
     bks = list(bks or buckets())
-    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
-    if missing:
-        raise ValueError(f"bars lack columns {missing}")
-    b = bars.sort_values("time_ms")
+    b = sorted_bars(bars, BAR_COLUMNS)
     close = b["close"].astype(float)
     oi = b["oi_units"].astype(float)
     ret1 = close / close.shift(1) - 1.0
@@ -179,6 +174,19 @@ def compute_features(
     out["ret_3"] = close / close.shift(3) - 1.0
     out["range_1"] = (b["high"] - b["low"]).astype(float) / close
     out["vol_7"] = ret1.rolling(7, min_periods=3).std()
+    cols = cluster_columns(b, bks, cfg)
+    out["liq_dist_down"] = cols[:, 0]
+    out["liq_dist_up"] = cols[:, 1]
+    out["liq_share_down_5"] = cols[:, 2]
+    out["liq_share_up_5"] = cols[:, 3]
+    return out[list(FEATURES)]
+
+
+def cluster_columns(
+    b: pd.DataFrame, bks: Sequence[LeverageBucket], cfg: ClusterConfig
+) -> np.ndarray:
+    """Per bar (sorted, oldest first): distance to the nearest cluster below and above, and the
+    liquidatable share of open interest within ``cfg.near_frac`` below and above."""
     # typical price of the bar is the entry estimate of the positions opened in it
     entry = ((b["high"] + b["low"] + b["close"]) / 3.0).to_numpy(float)
     lo, hi, oiv, cl = (b[c].to_numpy(float) for c in ("low", "high", "oi_units", "close"))
@@ -193,11 +201,7 @@ def compute_features(
         cols[t, 1] = nearest_cluster(p, m.short_levels, m.short_mass, "up", cfg)
         cols[t, 2] = share_within(p, m.long_levels, m.long_mass, oiv[t], cfg.near_frac)
         cols[t, 3] = share_within(p, m.short_levels, m.short_mass, oiv[t], cfg.near_frac)
-    out["liq_dist_down"] = cols[:, 0]
-    out["liq_dist_up"] = cols[:, 1]
-    out["liq_share_down_5"] = cols[:, 2]
-    out["liq_share_up_5"] = cols[:, 3]
-    return out[list(FEATURES)]
+    return cols
 
 
 # ----------------------------------------------------------------------------- live-only

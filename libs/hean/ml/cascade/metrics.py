@@ -57,31 +57,56 @@ def score(y: np.ndarray, p: np.ndarray, thresholds=THRESHOLDS) -> dict[str, obje
     }
 
 
+def _isotonic(x: np.ndarray, y: np.ndarray) -> IsotonicRegression | None:
+    ok = np.isfinite(x)
+    if not ok.any():
+        return None
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1)
+    return iso.fit(x[ok], y[ok])
+
+
 class Baselines:
     """Naive forecasts fitted on the training period only.
 
     climatology: the training base rate for every row. persistence: the training frequency of
-    a cascade following a cascade bar vs a quiet bar. volatility: isotonic map of the trailing
-    7-bar return volatility to a cascade frequency (high volatility, more big moves).
+    a cascade following a known cascade vs a known quiet spell. volatility: isotonic map of the
+    trailing return volatility to a cascade frequency (high volatility, more big moves).
+    momentum (when given): isotonic map of the absolute recent return, the "it is already
+    moving" forecast.
     """
 
-    def __init__(self, y: np.ndarray, prev: np.ndarray, vol: np.ndarray) -> None:
+    def __init__(
+        self, y: np.ndarray, prev: np.ndarray, vol: np.ndarray, momentum: np.ndarray | None = None
+    ) -> None:
         y = np.asarray(y, dtype=float)
         self.rate = float(y.mean())
         prev = np.asarray(prev, dtype=float)
         self.after = {
             k: float(y[prev == k].mean()) if (prev == k).any() else self.rate for k in (0, 1)
         }
-        ok = np.isfinite(vol)
-        self.iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1)
-        self.iso.fit(np.asarray(vol)[ok], y[ok])
+        self.iso = _isotonic(np.asarray(vol, dtype=float), y)
+        self.iso_momentum = (
+            None if momentum is None else _isotonic(np.asarray(momentum, dtype=float), y)
+        )
 
-    def predict(self, prev: np.ndarray, vol: np.ndarray) -> dict[str, np.ndarray]:
+    def _map(self, iso: IsotonicRegression | None, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        v = np.full(len(x), self.rate)
+        ok = np.isfinite(x)
+        if iso is not None and ok.any():
+            v[ok] = iso.predict(x[ok])
+        return v
+
+    def predict(
+        self, prev: np.ndarray, vol: np.ndarray, momentum: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         prev = np.asarray(prev, dtype=float)
-        vol = np.asarray(vol, dtype=float)
         pers = np.where(prev == 1, self.after[1], np.where(prev == 0, self.after[0], self.rate))
-        v = np.full(len(vol), self.rate)
-        ok = np.isfinite(vol)
-        if ok.any():
-            v[ok] = self.iso.predict(vol[ok])
-        return {"climatology": np.full(len(vol), self.rate), "persistence": pers, "volatility": v}
+        out = {
+            "climatology": np.full(len(prev), self.rate),
+            "persistence": pers,
+            "volatility": self._map(self.iso, vol),
+        }
+        if momentum is not None and self.iso_momentum is not None:
+            out["momentum"] = self._map(self.iso_momentum, momentum)
+        return out

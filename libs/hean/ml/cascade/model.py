@@ -1,9 +1,9 @@
 """The cascade model artifact and inference.
 
 Artifact (one directory): ``model.joblib`` (the calibrated scikit-learn classifier over the
-classes none/down/up) and ``meta.json`` (version, features, label rule, leverage buckets,
-cluster settings, bar length, data span, split, metrics). The probability of a cascade is
-``1 - P(none)``; its direction is the likelier of down and up.
+classes none/down/up) and ``meta.json`` (version, feature set and features, label rule,
+leverage buckets, cluster settings, bar length, data kind and span, split, metrics). The
+probability of a cascade is ``1 - P(none)``; its direction is the likelier of down and up.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hean.ml.cascade.features import FEATURES, ClusterConfig, compute_features
+from hean.ml.cascade.features import ClusterConfig
+from hean.ml.cascade.featuresets import feature_set
 from hean.ml.cascade.labels import DOWN, NONE, UP
 from hean.ml.cascade.tiers import LeverageBucket, from_meta
 
@@ -69,14 +70,25 @@ class CascadeModel:
         self.meta = meta
         self.version: str = meta["version"]
         self.features: list[str] = list(meta["features"])
-        if tuple(self.features) != FEATURES:
+        try:
+            self.feature_set = feature_set(meta.get("feature_set", "daily"))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        if tuple(self.features) != self.feature_set.features:
             raise ModelLoadError(
-                f"artifact features {self.features} differ from this code's {list(FEATURES)}"
+                f"artifact features {self.features} differ from this code's "
+                f"{self.feature_set.name} set {list(self.feature_set.features)}"
             )
         self.buckets: list[LeverageBucket] = from_meta(meta["leverage_buckets"])
         self.cluster = ClusterConfig(**meta["cluster"])
         self.bar_ms: int = int(meta["bar_ms"])
         self.min_bars: int = int(meta.get("min_bars", 2))
+        self.book_depth: int = int(meta.get("book_depth", 10))
+        """Levels the book imbalance is measured over (intraday set)."""
+
+    @property
+    def intraday(self) -> bool:
+        return self.feature_set.name == "intraday"
 
     @classmethod
     def load(cls, path: str | Path) -> CascadeModel:
@@ -100,7 +112,7 @@ class CascadeModel:
         return cls(clf, meta)
 
     def features_of(self, bars: pd.DataFrame) -> pd.DataFrame:
-        return compute_features(bars, self.buckets, self.cluster)
+        return self.feature_set.compute(bars, self.bar_ms, self.buckets, self.cluster)
 
     def predict_rows(self, x: np.ndarray) -> list[Prediction]:
         p = class_probs(self.clf, np.asarray(x, dtype=float))

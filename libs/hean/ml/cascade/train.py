@@ -23,8 +23,9 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import TimeSeriesSplit
 
-from hean.ml.cascade.features import FEATURES, ClusterConfig, compute_features
-from hean.ml.cascade.labels import NONE, LabelRule, next_bar_labels
+from hean.ml.cascade.features import ClusterConfig
+from hean.ml.cascade.featuresets import DAILY, DAY_MS, FeatureSet, baseline_inputs
+from hean.ml.cascade.labels import NONE
 from hean.ml.cascade.metrics import Baselines, score
 from hean.ml.cascade.model import META, WEIGHTS, class_probs
 from hean.ml.cascade.tiers import LeverageBucket, buckets, to_meta
@@ -46,19 +47,25 @@ def build_dataset(
     bars: pd.DataFrame,
     bks: list[LeverageBucket] | None = None,
     cluster: ClusterConfig | None = None,
-    rule: LabelRule | None = None,
+    rule=None,
+    *,
+    fs: FeatureSet = DAILY,
+    bar_ms: int = DAY_MS,
 ) -> pd.DataFrame:
-    """Features, next-bar label and the current bar's own label (for persistence), per row."""
-    rule = rule or LabelRule()
+    """Features, label, the baselines' inputs and the newest label already known at the row
+    (the window that ended at it, for persistence), per row."""
+    rule = rule or fs.default_rule()
+    h = fs.horizon_bars(bar_ms, rule)
     parts = []
     for sym, g in bars.groupby("symbol", sort=True):
         g = g.sort_values("time_ms")
-        f = compute_features(g, bks, cluster)
-        lab = next_bar_labels(g, rule)
+        f = fs.compute(g, bar_ms, bks, cluster)
+        lab = fs.labels(g, bar_ms, rule)
         parts.append(
             pd.DataFrame({"symbol": sym, "time_ms": g["time_ms"].to_numpy()}, index=g.index)
             .join(f)
-            .assign(label=lab, prev_label=lab.shift(1))
+            .join(baseline_inputs(g, fs, bar_ms))
+            .assign(label=lab, prev_label=lab.shift(h))
         )
     ds = pd.concat(parts).dropna(subset=["label"])
     ds["label"] = ds["label"].astype(int)
@@ -75,14 +82,17 @@ def split_times(times: np.ndarray, train_frac: float, calib_frac: float) -> tupl
     return int(u[int(len(u) * train_frac)]), int(u[int(len(u) * (train_frac + calib_frac))])
 
 
-def periods(ds: pd.DataFrame, cal_start: int, test_start: int) -> dict[str, pd.DataFrame]:
+def periods(
+    ds: pd.DataFrame, cal_start: int, test_start: int, embargo_ms: int = DAY_MS
+) -> dict[str, pd.DataFrame]:
+    """Train, calibration and test rows; ``embargo_ms`` (the label's look-ahead) is cut from
+    the end of the first two, whose last labels would otherwise see into the next period."""
     t = ds["time_ms"]
     train = ds[t < cal_start]
     cal = ds[(t >= cal_start) & (t < test_start)]
     test = ds[t >= test_start]
-    # embargo: a row's label is the next bar, which belongs to the next period
-    train = train[train["time_ms"] < train["time_ms"].max()]
-    cal = cal[cal["time_ms"] < cal["time_ms"].max()]
+    train = train[train["time_ms"] <= train["time_ms"].max() - embargo_ms]
+    cal = cal[cal["time_ms"] <= cal["time_ms"].max() - embargo_ms]
     return {"train": train, "calibration": cal, "test": test}
 
 
@@ -97,23 +107,25 @@ def _forest(cfg: TrainConfig) -> RandomForestClassifier:
     )
 
 
-def _x(df: pd.DataFrame) -> np.ndarray:
-    return df[list(FEATURES)].to_numpy(float)
+def _x(df: pd.DataFrame, fs: FeatureSet) -> np.ndarray:
+    return df[list(fs.features)].to_numpy(float)
 
 
-def time_cv(train: pd.DataFrame, cfg: TrainConfig) -> list[dict[str, float | None]]:
+def time_cv(
+    train: pd.DataFrame, cfg: TrainConfig, fs: FeatureSet = DAILY, embargo_bars: int = 1
+) -> list[dict[str, float | None]]:
     """Walk-forward AUC of the uncalibrated forest and the volatility baseline."""
     u = np.unique(train["time_ms"])
     out = []
     for fit_idx, val_idx in TimeSeriesSplit(n_splits=cfg.cv_splits).split(u):
-        a = train[train["time_ms"].isin(u[fit_idx[:-1]])]
+        a = train[train["time_ms"].isin(u[fit_idx[:-embargo_bars]])]
         b = train[train["time_ms"].isin(u[val_idx])]
         if a["y"].nunique() < 2 or b["y"].nunique() < 2:
             out.append({"n": len(b), "auc_model": None, "auc_volatility": None})
             continue
-        rf = _forest(cfg).fit(_x(a), a["label"])
-        p = 1.0 - class_probs(rf, _x(b))[:, NONE]
-        vol = b["vol_7"].fillna(-1.0)
+        rf = _forest(cfg).fit(_x(a, fs), a["label"])
+        p = 1.0 - class_probs(rf, _x(b, fs))[:, NONE]
+        vol = b["base_vol"].fillna(-1.0)
         out.append(
             {
                 "n": len(b),
@@ -124,12 +136,19 @@ def time_cv(train: pd.DataFrame, cfg: TrainConfig) -> list[dict[str, float | Non
     return out
 
 
-def evaluate_period(clf, base: Baselines, df: pd.DataFrame) -> dict[str, object]:
+def fit_baselines(df: pd.DataFrame) -> Baselines:
+    return Baselines(df["y"], df["prev_y"], df["base_vol"], df["base_momentum"])
+
+
+def evaluate_period(
+    clf, base: Baselines, df: pd.DataFrame, fs: FeatureSet = DAILY
+) -> dict[str, object]:
     """Model and baselines on one period, plus direction accuracy on the true cascades."""
-    probs = class_probs(clf, _x(df))
+    probs = class_probs(clf, _x(df, fs))
     p = 1.0 - probs[:, NONE]
     res: dict[str, object] = {"model": score(df["y"].to_numpy(), p)}
-    for name, q in base.predict(df["prev_y"].to_numpy(), df["vol_7"].to_numpy()).items():
+    preds = base.predict(df["prev_y"].to_numpy(), df["base_vol"], df["base_momentum"])
+    for name, q in preds.items():
         res[name] = score(df["y"].to_numpy(), q)
     casc = df["label"].to_numpy() != NONE
     if casc.any():
@@ -160,9 +179,12 @@ def train_model(
     *,
     bks: list[LeverageBucket] | None = None,
     cluster: ClusterConfig | None = None,
-    rule: LabelRule | None = None,
-    bar_ms: int = 86_400_000,
+    rule=None,
+    bar_ms: int = DAY_MS,
+    fs: FeatureSet = DAILY,
     data_source: str = "",
+    data_kind: str = "real",
+    extra_meta: dict | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Fit, calibrate, score against baselines and write the artifact; returns its meta."""
@@ -170,23 +192,24 @@ def train_model(
 
     cfg = cfg or TrainConfig()
     bks = bks or buckets()
-    cluster = cluster or ClusterConfig()
-    rule = rule or LabelRule()
+    cluster = cluster or fs.cluster
+    rule = rule or fs.default_rule()
+    h = fs.horizon_bars(bar_ms, rule)
     progress(f"features for {bars['symbol'].nunique()} symbols, {len(bars)} bars")
-    ds = build_dataset(bars, bks, cluster, rule)
+    ds = build_dataset(bars, bks, cluster, rule, fs=fs, bar_ms=bar_ms)
     cal_start, test_start = split_times(ds["time_ms"].to_numpy(), cfg.train_frac, cfg.calib_frac)
-    per = periods(ds, cal_start, test_start)
+    per = periods(ds, cal_start, test_start, embargo_ms=h * bar_ms)
     for name, df in per.items():
         if df["y"].nunique() < 2:
             raise ValueError(f"{name} period has a single class; more data or a looser label")
     progress("time-ordered cross-validation")
-    cv = time_cv(per["train"], cfg)
+    cv = time_cv(per["train"], cfg, fs, embargo_bars=h)
     progress("fitting forest and calibration")
-    rf = _forest(cfg).fit(_x(per["train"]), per["train"]["label"])
+    rf = _forest(cfg).fit(_x(per["train"], fs), per["train"]["label"])
     clf = CalibratedClassifierCV(FrozenEstimator(rf), method="sigmoid")
-    clf.fit(_x(per["calibration"]), per["calibration"]["label"])
-    base = Baselines(per["train"]["y"], per["train"]["prev_y"], per["train"]["vol_7"])
-    test = evaluate_period(clf, base, per["test"])
+    clf.fit(_x(per["calibration"], fs), per["calibration"]["label"])
+    base = fit_baselines(per["train"])
+    test = evaluate_period(clf, base, per["test"], fs)
     stamp = datetime.now(UTC)
     rev = _git_revision()
     meta = {
@@ -194,14 +217,16 @@ def train_model(
         "created_utc": stamp.isoformat(),
         "git_revision": rev,
         "model": "RandomForestClassifier + sigmoid calibration (classes none/down/up)",
-        "features": list(FEATURES),
+        "feature_set": fs.name,
+        "features": list(fs.features),
         "bar_ms": bar_ms,
-        "min_bars": 2,
+        "min_bars": fs.min_bars(bar_ms),
         "label_rule": rule.to_meta(),
         "leverage_buckets": to_meta(bks),
         "cluster": asdict(cluster),
         "train_config": asdict(cfg),
         "data_source": data_source,
+        "data_kind": data_kind,
         "data_span": {
             "first_ms": int(bars["time_ms"].min()),
             "last_ms": int(bars["time_ms"].max()),
@@ -217,8 +242,9 @@ def train_model(
         "baselines": {"rate": base.rate, "after": base.after},
         "metrics_test": test,
         "feature_importance": dict(
-            zip(FEATURES, (float(x) for x in rf.feature_importances_), strict=True)
+            zip(fs.features, (float(x) for x in rf.feature_importances_), strict=True)
         ),
+        **(extra_meta or {}),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
