@@ -81,6 +81,15 @@ def test_hand_checked_values():
     assert df["xv_available"].eq(0).all()
 
 
+def test_base_rate_flag_and_share_on_the_8h_scale():
+    # 0.005 % per 4 h is the 0.01 % per 8 h base rate; 0.0101 % per 8 h is not
+    rates = [5e-5] * 6 + [5.05e-5, 5e-5, 2e-5, 5e-5]
+    df = add_features(clean_frame(_rows([4 * k for k in range(10)], rates, 4.0)))
+    assert df["at_base"].tolist() == [1.0] * 6 + [0.0, 1.0, 0.0, 1.0]
+    assert df["base_share"].iloc[:7].isna().all()  # window of 8 not yet full
+    assert df["base_share"].iloc[7:].tolist() == pytest.approx([7 / 8, 6 / 8, 6 / 8])
+
+
 def test_cross_venue_spread_on_the_8h_scale():
     a = _rows([0, 8, 16], [1e-4, 2e-4, 3e-4], 8.0, venue="binance", symbol="BTCUSDT")
     b = _rows([0, 4, 8, 12, 16], [1e-4] * 5, 4.0, venue="okx", symbol="BTC-USDT-SWAP")

@@ -15,6 +15,8 @@ import pandas as pd
 
 ROLL = 8
 EWMA_SPAN = 8
+BASE_RATE_BPS8 = 1.0
+"""0.01 % per 8 h: the rate most venues settle at while the premium stays inside their clamp."""
 PEER_MAX_AGE_MS = 12 * 3_600_000
 
 BASE_FEATURES = [
@@ -31,6 +33,8 @@ BASE_FEATURES = [
     "gap_before",
     "xv_available",
     "xv_spread_bps8",
+    "at_base",
+    "base_share",
 ]
 OI_FEATURES = ["oi_available", "oi_change"]
 PRICE_FEATURES = ["px_available", "px_momentum"]
@@ -65,6 +69,10 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     df["std_bps8"] = roll.std(ddof=0).reset_index(level=0, drop=True)
     df["ewma_bps8"] = g.ewm(span=EWMA_SPAN, adjust=False).mean().reset_index(level=0, drop=True)
     df["ewma_dev_bps8"] = df["rate_bps8"] - df["ewma_bps8"]
+    # pinned at the base rate, the next settlement usually is too; a scaled level hides that
+    df["at_base"] = (np.abs(df["rate_bps8"] - BASE_RATE_BPS8) < 1e-6).astype(np.float32)
+    share = df.groupby(key, sort=False)["at_base"].rolling(ROLL, min_periods=ROLL).mean()
+    df["base_share"] = share.reset_index(level=0, drop=True)
     t = pd.to_datetime(df["time_ms"], unit="ms", utc=True)
     hour = t.dt.hour + t.dt.minute / 60.0
     dow = t.dt.dayofweek + hour / 24.0
