@@ -177,7 +177,9 @@ def test_cli_train_and_evaluate_on_csv(tmp_path, capsys):
         ]
     )
     assert cli.train(args) == 0
-    assert "epoch 2/2" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "fold 4/4 epoch 2/2" in text and "final epoch" in text
+    assert "walk-forward folds at training" in text and "held-out test: model MAE" in text
     p = argparse.ArgumentParser()
     cli.add_evaluate_args(p)
     args = p.parse_args(
@@ -195,6 +197,7 @@ def test_cli_train_and_evaluate_on_csv(tmp_path, capsys):
     assert cli.evaluate(args) == 0
     text = capsys.readouterr().out
     assert "persist" in text and "venue okx" in text and "interval 1h" in text
+    assert "walk-forward folds at training" in text and "mean fold skill ratio" in text
     args.data = str(tmp_path / "missing.parquet")
     assert cli.evaluate(args) == 2
     assert "file not found" in capsys.readouterr().err

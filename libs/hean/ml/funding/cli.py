@@ -9,28 +9,37 @@ from pathlib import Path
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    from hean.ml.funding.train import TrainConfig
+
+    d = TrainConfig()
     p.add_argument("--data", required=True, help="Parquet or CSV of funding settlements")
     p.add_argument("--out", required=True, help="artifact directory to write")
     p.add_argument(
-        "--epochs", type=int, default=20, help="epochs per fold; the final fit takes the best"
+        "--epochs", type=int, default=d.epochs, help="epochs per fold; the final fit takes the best"
     )
-    p.add_argument("--seq-len", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--max-train", type=int, default=100_000, help="sequences sampled per epoch")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="newest share held out")
-    p.add_argument("--folds", type=int, default=4, help="walk-forward folds before the test")
+    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--max-train", type=int, default=d.max_train, help="sequences sampled per epoch")
+    p.add_argument(
+        "--test-fraction", type=float, default=d.test_fraction, help="newest share held out"
+    )
+    p.add_argument("--folds", type=int, default=d.folds, help="walk-forward folds before the test")
     p.add_argument(
         "--first-fold-fraction",
         type=float,
-        default=0.4,
+        default=d.first_fold_fraction,
         help="share of the training period the first fold trains on",
     )
     p.add_argument(
-        "--embargo-hours", type=float, default=8.0, help="gap between training and validation"
+        "--embargo-hours",
+        type=float,
+        default=d.embargo_hours,
+        help="gap between training and validation",
     )
-    p.add_argument("--members", type=int, default=1, help="seed ensemble size")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--members", type=int, default=d.members, help="seed ensemble size")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
 
 
 def train(args: argparse.Namespace) -> int:
@@ -54,6 +63,7 @@ def train(args: argparse.Namespace) -> int:
         members=args.members,
         seed=args.seed,
         lr=args.lr,
+        threads=args.threads,
     )
     try:
         meta = train_model(
@@ -67,9 +77,26 @@ def train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     overall = meta["metrics_test"].get("overall", {})
-    wf = meta["walk_forward"]
+    print_walk_forward(meta)
+    print(f"wrote {args.out} version {meta['version']} in {meta['train_seconds']:.0f}s")
+    if overall:
+        print(
+            f"held-out test: model MAE {overall['model']['mae_bps']:.4f} bps, persistence "
+            f"{overall['persistence']['mae_bps']:.4f} bps, "
+            f"skill ratio {overall['skill_ratio']:.3f}, "
+            f"coverage {overall['coverage']:.3f}"
+        )
+    return 0
+
+
+def print_walk_forward(meta: dict) -> None:
+    """The per-fold table of a model's training run (absent in artifacts made before folds)."""
+    wf = meta.get("walk_forward")
+    if not wf:
+        return
     print(
-        f"walk-forward ({wf['chosen_epochs']} epochs, shrink {wf['chosen_shrink']:g}):\n"
+        f"walk-forward folds at training ({wf['chosen_epochs']} epochs, "
+        f"shrink {wf['chosen_shrink']:g}):\n"
         f"{'fold':<6}{'validated from':<27}{'n':>8}{'MAE':>9}{'persist':>9}{'EWMA':>9}"
         f"{'skill':>7}"
     )
@@ -80,15 +107,6 @@ def train(args: argparse.Namespace) -> int:
             f"{f['ewma_mae_bps']:>9.4f}{f['skill_ratio']:>7.3f}"
         )
     print(f"mean fold skill ratio {wf['mean_skill_ratio']:.3f}")
-    print(f"wrote {args.out} version {meta['version']} in {meta['train_seconds']:.0f}s")
-    if overall:
-        print(
-            f"held-out test: model MAE {overall['model']['mae_bps']:.4f} bps, persistence "
-            f"{overall['persistence']['mae_bps']:.4f} bps, "
-            f"skill ratio {overall['skill_ratio']:.3f}, "
-            f"coverage {overall['coverage']:.3f}"
-        )
-    return 0
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -137,6 +155,7 @@ def evaluate(args: argparse.Namespace) -> int:
             f"{m['model']['rmse_bps']:>9.4f}{(m['skill_ratio'] or float('nan')):>7.3f}"
             f"{(m['model']['directional_accuracy'] or float('nan')):>8.3f}{m['coverage']:>7.3f}"
         )
+    print_walk_forward(forecaster.meta)
     print(f"report: {args.report}  plot: {args.plot}")
     print(json.dumps({"skill_ratio": o["skill_ratio"], "coverage": o["coverage"]}))
     return 0
