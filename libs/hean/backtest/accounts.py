@@ -109,7 +109,8 @@ def accounts(r: Replay, capital: float) -> Accounts:
             intent.symbol,
             sig.reason if sig else "risk stop-loss/take-profit",
         )
-    late = {cid: leg for v in r.stack.venues.values() for cid, leg in v.late.items()}
+    venues = [*r.stack.venues.values(), *r.stack.spot_venues.values()]
+    late = {cid: leg for v in venues for cid, leg in v.late.items()}
     slippage = turnover = late_move = 0.0
     for f in rec.fills:
         row = rows.get(f.intent_id)
@@ -117,7 +118,8 @@ def accounts(r: Replay, capital: float) -> Accounts:
             row = rows[f.intent_id] = IntentRow(
                 f.intent_id, f.ts_ms, "flatten", "", f.symbol, "end of backtest: flatten"
             )
-        ref = r.ref_prices.get((f.venue, f.symbol, f.ts_ms))
+        refs = r.stack.spot_refs if f.instrument == "spot" else r.ref_prices
+        ref = refs.get((f.venue, f.symbol, f.ts_ms))
         leg = late.get(f.client_order_id)
         if leg is not None and ref is not None:
             # the move during the delay is price, not slippage: measure slippage from there

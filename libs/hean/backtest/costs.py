@@ -122,6 +122,16 @@ class CostModel:
             max_slippage_bps=self.max_slippage_bps,
         )
 
+    def spot_paper_config(self, venue: str) -> PaperConfig:
+        """Spot legs: the venue's spot taker fee (spot has no maker rate here), the same
+        slippage, and the book's half spread around the recorded spot price."""
+        return PaperConfig(
+            taker_fee_bps=self.venue_costs.get(venue, self.default).spot_taker_fee_bps,
+            slippage_bps=self.slip_bps(venue),
+            max_slippage_bps=self.max_slippage_bps,
+            half_spread_bps=self.book.half_spread_bps,
+        )
+
     def fails(self, client_order_id: str) -> bool:
         if self.leg_failure_prob <= 0:
             return False

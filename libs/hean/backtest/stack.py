@@ -36,6 +36,7 @@ from hean_proto.events import (
     FundingPayment,
     OrderIntent,
     OrderUpdate,
+    PriceTick,
     RiskDecision,
     RiskState,
     Signal,
@@ -98,6 +99,17 @@ class LiveStack:
         self.venues = {
             v: FailingLegs(p, costs, self.clock, vol) for v, p in self.router.paper.items()
         }
+        # spot legs fill at the recorded spot price (each PriceTick's index)
+        self.router.paper_spot = {
+            v: PaperVenue(v, self.clock, costs.spot_paper_config(v), instrument="spot")
+            for v in sorted(venues)
+        }
+        self.spot_venues = {
+            v: FailingLegs(p, costs, self.clock, vol) for v, p in self.router.paper_spot.items()
+        }
+        self.spot_refs: dict[tuple[str, str, int], float] = {}
+        """(venue, symbol, time) -> the spot price (index) published then: what a spot fill's
+        slippage is measured from."""
         self.predictor = predictor
         self.runtimes = [
             Runtime(self.engine, self.bus, self.clock),
@@ -115,6 +127,7 @@ class LiveStack:
             self.clock,
             self.router_rt.emit,
             ExecConfig(paper=True),
+            spot=self.spot_venues,  # type: ignore[arg-type]
         )
 
     async def start(self) -> None:
@@ -156,6 +169,8 @@ class LiveStack:
     async def publish(self, events: Sequence[Event]) -> None:
         """Market data into the bus, as the collector would publish it; then deliver all."""
         for e in events:
+            if isinstance(e, PriceTick) and e.index is not None:
+                self.spot_refs[(e.venue, e.symbol, e.ts_ms)] = e.index
             await self.bus.publish(subject_for(e), codec.encode(e))
         await self.bus.drain()
 
