@@ -35,20 +35,16 @@ What the shipped model does with it:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import statistics
-from collections import defaultdict
 
-import nats
 import pytest
 from service_helpers import running
+from sim_watch import Watch
 
 from hean.config import free_port, load_settings
 from hean.sim import ScriptedEvent, SimServer
 from hean.sim.scenario import Scenario, SymbolSpec
-from hean_proto import codec
-from hean_proto.events import CascadeForecast, FundingRate, OpenInterest, PriceTick, Signal
+from hean_proto.events import CascadeForecast
 from hean_services.funding_collector.main import Settings as CollectorSettings
 from hean_services.funding_collector.main import build as build_collector
 from hean_services.liquidation_predictor.main import Settings as PredictorSettings
@@ -101,51 +97,6 @@ def scenario() -> Scenario:
     )
 
 
-class Watch:
-    """Newest simulated timestamp per input type, and every forecast and signal on the bus."""
-
-    def __init__(self) -> None:
-        self.newest: dict[str, int] = defaultdict(int)
-        self.forecasts: list[CascadeForecast] = []
-        self.signals: list[Signal] = []
-        self.changed = asyncio.Event()
-
-    async def start(self, url: str) -> None:
-        self.nc = await nats.connect(url)
-
-        async def on_msg(msg) -> None:
-            with contextlib.suppress(codec.DecodeError):
-                e = codec.decode(msg.data)
-                if isinstance(e, PriceTick | OpenInterest | FundingRate) and e.symbol == SYMBOL:
-                    kind = type(e).__name__
-                    self.newest[kind] = max(self.newest[kind], e.ts_ms)
-                elif isinstance(e, CascadeForecast) and e.symbol == SYMBOL:
-                    self.forecasts.append(e)
-                elif isinstance(e, Signal):
-                    self.signals.append(e)
-                self.changed.set()
-
-        await self.nc.subscribe("hean.>", cb=on_msg)
-        await self.nc.flush()
-
-    async def until(self, ok, timeout: float = 20.0) -> None:
-        async def wait() -> None:
-            while not ok():
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-
-    def collected_since(self, t_ms: int) -> bool:
-        return min(self.newest["PriceTick"], self.newest["OpenInterest"]) >= t_ms
-
-    def forecast_since(self, t_ms: int) -> bool:
-        return bool(self.forecasts) and self.forecasts[-1].ts_ms >= t_ms
-
-    async def close(self) -> None:
-        await self.nc.close()
-
-
 def day_end_forecasts(forecasts: list[CascadeForecast], days: range) -> list[float]:
     """The last forecast stamped within each simulated day: that day's complete bar."""
     last: dict[int, CascadeForecast] = {}
@@ -183,7 +134,7 @@ async def test_a_simulated_cascade_is_forecast_and_hunted(nats_url, tmp_path):
             strategies=["liquidation_hunter"],
             strategy_config={"liquidation_hunter": HUNTER},
         )
-        watch = Watch()
+        watch = Watch(SYMBOL, VENUE)
         await watch.start(nats_url)
         try:
             async with (
