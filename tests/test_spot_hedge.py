@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import time
+from contextlib import redirect_stdout
 
 import msgspec
 import pytest
@@ -23,6 +26,7 @@ from hean.backtest.engine import BacktestConfig, run_backtest
 from hean.backtest.stack import LiveStack
 from hean.backtest.synthetic import START_MS, write_data_dir
 from hean.bus.nats import NatsBus
+from hean.cli.main import main as hean_main
 from hean.config import free_port
 from hean.risk.limits import RiskLimits
 from hean.strategies.funding_harvester import FundingHarvester, HarvesterConfig
@@ -255,6 +259,15 @@ async def test_spot_hedged_harvester_over_nats_through_risk_and_router(
         assert last["spot"].qty == pytest.approx(0.0, abs=1e-12)
         assert last["spot"].funding_usd == 0.0 and last["perp"].funding_usd > 0
         assert flat and len(of(FundingPayment)(tap.events)) == 1
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = await asyncio.to_thread(
+                hean_main, ["positions", "--all", "--json", "--nats", nats_url]
+            )
+        assert code == 0
+        rows = {row["instrument"]: row for row in json.loads(out.getvalue())}
+        assert rows["spot"]["funding_usd"] == 0.0 and rows["spot"]["fees_usd"] > 0
+        assert rows["perp"]["funding_usd"] == pytest.approx(last["perp"].funding_usd)
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):

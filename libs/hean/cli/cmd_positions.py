@@ -73,12 +73,13 @@ def _positions(args: argparse.Namespace) -> int:
     if not positions:
         print("no open positions")
         return 0
-    rows = [("VENUE", "SYMBOL", "QTY", "ENTRY", "MARK", "UPNL", "RPNL", "FUNDING", "FEES")]
-    for p in sorted(positions, key=lambda p: (p.symbol, p.venue)):
+    rows = [("VENUE", "SYMBOL", "INSTR", "QTY", "ENTRY", "MARK", "UPNL", "RPNL", "FUNDING", "FEES")]
+    for p in sorted(positions, key=lambda p: (p.symbol, p.venue, p.instrument)):
         rows.append(
             (
                 p.venue,
                 p.symbol,
+                p.instrument,
                 f"{p.qty:.6g}",
                 f"{p.entry_price:.6g}" if p.entry_price else "-",
                 f"{p.mark_price:.6g}" if p.mark_price else "-",
@@ -96,6 +97,7 @@ def _pos(p) -> dict:
     return {
         "venue": p.venue,
         "symbol": p.symbol,
+        "instrument": p.instrument,
         "qty": p.qty,
         "entry_price": p.entry_price,
         "mark_price": p.mark_price,
