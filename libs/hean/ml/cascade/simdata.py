@@ -100,48 +100,49 @@ def plan_run(seed: int, start_ms: int, hours: int = RUN_HOURS) -> RunPlan:
     return RunPlan(seed, regime, sc, bool(rng.random() < 0.8), bool(rng.random() < 0.8))
 
 
-def record_run(plan: RunPlan, hours: int = RUN_HOURS) -> pd.DataFrame:
-    """Per-minute observations of one run: price, OI units, funding, book, liquidations."""
+@dataclass(frozen=True)
+class Recording:
+    """One run as a collector would see it: per-minute observations and the liquidation
+    prints at their own times (None where the venue streams none)."""
+
+    minutes: pd.DataFrame
+    prints: pd.DataFrame | None
+
+
+def record_run(plan: RunPlan, hours: int = RUN_HOURS) -> Recording:
+    """Observe one run minute by minute: price, OI units, funding, book; and every print."""
     sc = plan.scenario
     assert sc.start_ms is not None
     market = Market(sc, sc.start_ms)
     s = market.series[(VENUE, "SIMUSDT")]
     rows = []
-    for i in range(1, hours * 60 + 1):
+    prints = []
+    for i in range(hours * 60):  # the run's bars are [start, start + hours): no overlap
         t = sc.start_ms + i * MIN_MS
         market.advance_to(t)
-        mark = market.mark(s)
         imb = math.nan
         if plan.has_book:
             bids, asks = market.book(s, BOOK_DEPTH)
             imb = book_imbalance(bids, asks, BOOK_DEPTH)
-        longs = shorts = 0.0
         queue = market.liquidations[VENUE]
         while queue:
             liq = queue.popleft()
-            usd = liq.price * liq.qty
-            if liq.side == "sell":
-                longs += usd
-            else:
-                shorts += usd
-        if not plan.has_liquidations:
-            longs = shorts = math.nan
-        rows.append(
-            (t, mark, market.oi_units(s), s.rate * 1e4 * 8.0 / s.interval_h, imb, longs, shorts)
-        )
+            prints.append((liq.ts_ms, liq.side, liq.price * liq.qty))
+        rate_bps8 = s.rate * 1e4 * 8.0 / s.interval_h
+        rows.append((t, market.mark(s), market.oi_units(s), rate_bps8, imb))
     cols = ["time_ms", "price", "oi_units", "funding_bps8", "book_imbalance"]
-    return pd.DataFrame(rows, columns=[*cols, "liq_long_usd", "liq_short_usd"])
+    liqs = pd.DataFrame(prints, columns=["ts_ms", "side", "usd"])
+    return Recording(pd.DataFrame(rows, columns=cols), liqs if plan.has_liquidations else None)
 
 
-def to_bars(minutes: pd.DataFrame, bar_ms: int) -> pd.DataFrame:
-    """Fold per-minute observations into bars stamped with their open time, as the predictor
-    folds events: OHLC of the price, last open interest and book, mean funding, summed
-    liquidations (NaN stays NaN where nothing streams)."""
+def to_bars(rec: Recording, bar_ms: int) -> pd.DataFrame:
+    """Fold a recording into bars stamped with their open time, as the predictor folds
+    events: by each observation's and print's own timestamp; OHLC of the price, last open
+    interest and book, mean funding, liquidated USD summed by side (NaN without a stream)."""
     if bar_ms % MIN_MS:
         raise ValueError(f"bar length {bar_ms} ms is not a whole number of minutes")
-    # an observation at the end of minute i belongs to the bar that contains its timestamp
-    key = minutes["time_ms"] // bar_ms * bar_ms
-    g = minutes.groupby(key, sort=True)
+    minutes = rec.minutes
+    g = minutes.groupby(minutes["time_ms"] // bar_ms * bar_ms, sort=True)
     bars = pd.DataFrame(
         {
             "time_ms": g["time_ms"].first().index.astype("int64"),
@@ -152,10 +153,15 @@ def to_bars(minutes: pd.DataFrame, bar_ms: int) -> pd.DataFrame:
             "oi_units": g["oi_units"].last().to_numpy(),
             "funding_bps8": g["funding_bps8"].mean().to_numpy(),
             "book_imbalance": g["book_imbalance"].last().to_numpy(),
-            "liq_long_usd": g["liq_long_usd"].sum(min_count=1).to_numpy(),
-            "liq_short_usd": g["liq_short_usd"].sum(min_count=1).to_numpy(),
         }
     )
+    for side, col in (("sell", "liq_long_usd"), ("buy", "liq_short_usd")):
+        if rec.prints is None:
+            bars[col] = math.nan
+            continue
+        p = rec.prints[rec.prints["side"] == side]
+        usd = p.groupby(p["ts_ms"] // bar_ms * bar_ms)["usd"].sum()
+        bars[col] = bars["time_ms"].map(usd).fillna(0.0).to_numpy()
     return bars[list(INTRADAY_BAR_COLUMNS)]
 
 

@@ -25,7 +25,7 @@ from sklearn.model_selection import TimeSeriesSplit
 
 from hean.ml.cascade.features import ClusterConfig
 from hean.ml.cascade.featuresets import DAILY, DAY_MS, FeatureSet, baseline_inputs
-from hean.ml.cascade.labels import NONE
+from hean.ml.cascade.labels import DIRECTIONS, NONE
 from hean.ml.cascade.metrics import Baselines, score
 from hean.ml.cascade.model import META, WEIGHTS, class_probs
 from hean.ml.cascade.tiers import LeverageBucket, buckets, to_meta
@@ -202,6 +202,10 @@ def train_model(
     for name, df in per.items():
         if df["y"].nunique() < 2:
             raise ValueError(f"{name} period has a single class; more data or a looser label")
+    missing = set(per["train"]["label"]) - set(per["calibration"]["label"])
+    if missing:
+        names = sorted(DIRECTIONS[int(c)] for c in missing)
+        raise ValueError(f"calibration period has no {names} cascades; more data or runs")
     progress("time-ordered cross-validation")
     cv = time_cv(per["train"], cfg, fs, embargo_bars=h)
     progress("fitting forest and calibration")
