@@ -23,6 +23,9 @@ from hean.ml.cascade.tiers import LeverageBucket, from_meta
 META = "meta.json"
 WEIGHTS = "model.joblib"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "cascade"
+"""The daily model trained on real data: what liquidation-predictor loads unless told."""
+INTRADAY_DIR = DEFAULT_DIR.with_name("cascade_intraday")
+"""The intraday model trained on simulator markets (``model_dir`` to use it)."""
 
 
 class ModelLoadError(RuntimeError):
