@@ -9,7 +9,7 @@ collector polls book tops only for symbols it sees on two venues, and the book i
 model's inputs.
 
 Scenario (seed 21; the artifact was trained on seeds 1000-1299 of randomly planned runs and
-never saw this hand-written one): seven ordinary hours (5 % daily volatility), a four-hour
+never saw this hand-written one): four ordinary hours (5 % daily volatility), a three-hour
 leveraged build-up (open interest +30 %, funding ramping to 8 bps per 8 h, price +3 %), then
 half an hour later a cascade (price -15 % and open interest -30 % over two hours, 60
 liquidation prints per venue, the book thinning most on the bid side). The test moves the
@@ -39,11 +39,11 @@ from hean_services.strategy_engine.main import build as build_engine
 
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 H_S = 3600
-CALM_S = 7 * H_S
-BUILD_S = 4 * H_S
+CALM_S = 4 * H_S
+BUILD_S = 3 * H_S
 CASCADE_AT_S = CALM_S + BUILD_S + H_S // 2
 CASCADE_S = 2 * H_S
-WATCHED_S = 90 * 60
+WATCHED_S = 60 * 60
 """How much of the cascade the test steps through."""
 STEP_S = 300
 VENUE = "binance"
@@ -160,7 +160,7 @@ async def test_intraday_model_forecasts_the_cascade_and_the_default_hunter_sells
         finally:
             await watch.close()
 
-    assert price_before is not None and price_after < 0.92 * price_before  # the drop happened
+    assert price_before is not None and price_after < 0.95 * price_before  # it is falling
     assert long_liquidated is not None and long_liquidated > 0  # the burst reached the model
     assert model_version.startswith("cascade-rf-")
 
@@ -168,7 +168,7 @@ async def test_intraday_model_forecasts_the_cascade_and_the_default_hunter_sells
         return [f for f in watch.forecasts if START + a_s * 1000 <= f.ts_ms < START + b_s * 1000]
 
     calm = during(2 * H_S, CALM_S)  # after the first hour: the 1 h OI change exists
-    build_up = during(CALM_S + 2 * H_S, CASCADE_AT_S)
+    build_up = during(CALM_S + H_S, CASCADE_AT_S)
     cascade = during(CASCADE_AT_S, CASCADE_AT_S + WATCHED_S)
     assert calm and build_up and cascade
     # rising before the drop: the build-up is priced well above the calm, yet below trading
