@@ -180,6 +180,15 @@ async def test_intraday_model_forecasts_the_cascade_and_the_default_hunter_sells
     assert confident and all(f.direction == "down" for f in confident)
     assert all(f.model_version == model_version for f in cascade)
 
+    first = confident[0]
+    print(  # the figures quoted in the README (pytest -s)
+        f"calm median {calm_median:.3f}; build-up median "
+        f"{statistics.median(f.probability for f in build_up):.3f}, max "
+        f"{max(f.probability for f in build_up):.3f}; cascade: first p >= "
+        f"{DEFAULTS.threshold} {(first.ts_ms - START) // 1000 - CASCADE_AT_S} s after its start "
+        f"(p {first.probability:.3f}, momentum {first.momentum_15m_frac:+.4f}), max "
+        f"{max(f.probability for f in cascade):.3f}"
+    )
     entries = [s for s in watch.signals if s.strategy == "liquidation_hunter" and not s.reduce_only]
     assert entries, watch.signals
     assert all(leg.side == "sell" for s in entries for leg in s.legs)
@@ -194,3 +203,4 @@ async def test_intraday_model_forecasts_the_cascade_and_the_default_hunter_sells
     )
     assert s.size_frac == pytest.approx(DEFAULTS.size_frac)
     assert "cascade down" in s.reason and model_version in s.reason
+    print(f"entry: {s.reason}")
