@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -38,6 +39,10 @@ async def test_health_readiness_micro_and_graceful_shutdown(nats_server: NatsSer
         metrics = httpx.get(base + "/metrics").text
         assert 'hean_service_ready{service="strategy-engine"} 1.0' in metrics
         assert "hean_messages_received_total" in metrics
+        # started on uvloop with the start-up heap frozen (hean.runtime.eventloop, heap)
+        assert 'hean_event_loop_info{loop="uvloop",service="strategy-engine"} 1.0' in metrics
+        frozen = re.search(r'hean_gc_frozen_objects\{service="strategy-engine"\} (\S+)', metrics)
+        assert frozen and float(frozen.group(1)) > 10_000
 
         nc = await nats.connect(nats_server.url)
         info = json.loads((await nc.request(f"$SRV.INFO.{SERVICE}", b"", timeout=5)).data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import platform
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from hean.bench import bus, pipeline
 from hean.natsserver import NatsServer
+from hean.runtime import eventloop
 
 
 def _optional(module: str, func: str):
@@ -26,7 +26,7 @@ def _fresh(run) -> dict:
     """One pipeline run on its own nats-server: a durable consumer would otherwise replay the
     signals an earlier run left in the stream before this run's."""
     with tempfile.TemporaryDirectory() as tmp, NatsServer(store_dir=Path(tmp)) as server:
-        return asyncio.run(run(server.url))
+        return eventloop.run(run(server.url))
 
 
 def _nats_benches(events: int, seconds: float) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 
 from hean.bus.nats import NatsBus
 from hean.clock import SystemClock
+from hean.runtime import eventloop, heap
 from hean.runtime.core import Runtime
 from hean.runtime.logic import Input, ServiceLogic
 from hean_proto import codec, subjects
@@ -147,6 +148,7 @@ async def _serve_stage(name: str, url: str, run_id: str, conn) -> None:
     await bus.ensure_streams()
     rt = Runtime(stage, bus, SystemClock())
     await rt.start()
+    heap.settle_after_startup()  # as the service runner does
     conn.send("ready")
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, conn.recv)  # "stop"
@@ -156,7 +158,7 @@ async def _serve_stage(name: str, url: str, run_id: str, conn) -> None:
 
 
 def _stage_process(name: str, url: str, run_id: str, conn) -> None:
-    asyncio.run(_serve_stage(name, url, run_id, conn))
+    eventloop.run(_serve_stage(name, url, run_id, conn))
 
 
 _RUNS = itertools.count(1)
@@ -261,6 +263,7 @@ async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
         await rt.start()
         buses.append(bus)
         runtimes.append(rt)
+    heap.settle_after_startup()
     started = time.perf_counter()
     sent, publish_s = await _offer(url, rate, seconds)
     total = len(sent)

@@ -60,6 +60,25 @@ class RuntimeMetrics:
             labels,
             registry=self.registry,
         )
+        self.gc_pause_seconds = Histogram(
+            "hean_gc_pause_seconds",
+            "Pause of each garbage collection, by generation (2 walks every tracked object).",
+            ["service", "generation"],
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5),
+            registry=self.registry,
+        )
+        self.gc_frozen_objects = Gauge(
+            "hean_gc_frozen_objects",
+            "Objects frozen after start-up, out of the collector's reach.",
+            labels,
+            registry=self.registry,
+        )
+        self.event_loop = Gauge(
+            "hean_event_loop_info",
+            "1 for the event loop the service runs on (uvloop or asyncio).",
+            ["service", "loop"],
+            registry=self.registry,
+        )
         self.publish_errors = Counter(
             "hean_publish_errors_total",
             "Publishes that failed (the event is retried or dead-lettered).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from hean.clock import SystemClock
 from hean.config import ConfigError, ServiceSettings, check_port_free
 from hean.logs import setup_logging
 from hean.registry import spec
+from hean.runtime import eventloop, heap
 from hean.runtime.core import Runtime
 from hean.runtime.logic import ServiceLogic
 from hean.runtime.metrics import RuntimeMetrics
@@ -79,6 +81,8 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
     check_port_free(settings.health_host, port)
     instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
     metrics = RuntimeMetrics(name)
+    metrics.event_loop.labels(name, eventloop.running_loop_name()).set(1)
+    metrics.gc_frozen_objects.labels(name).set(gc.get_freeze_count())
     bus = await NatsBus.connect(
         settings.nats_url,
         f"hean-{name}",
@@ -114,6 +118,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
     await runtime.start()
 
     micro = await _register_micro(bus, name, readiness)
+    stop_watching_gc = heap.watch_pauses(metrics.gc_pause_seconds, name)
 
     http = _EmbeddedServer(
         uvicorn.Config(
@@ -185,6 +190,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
     for t in tasks[1:]:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    stop_watching_gc()
     log.info("stopped")
     return 0
 
@@ -221,7 +227,9 @@ def run(build: Callable[[ServiceSettings], ServiceApp], settings: ServiceSetting
     try:
         app = build(settings)
         setup_logging(app.logic.name, settings.log_level, settings.log_json)
-        return asyncio.run(serve(app, settings))
+        # models and libraries are loaded by now: keep full collections off their objects
+        heap.settle_after_startup()
+        return eventloop.run(serve(app, settings))
     except (ConfigError, NatsConnectError) as exc:
         print(f"hean: {exc}", flush=True)
         return 2
