@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hean.history.store import events_from_frame
-from hean_proto.events import FundingRate
+from hean_proto.events import Event, FundingRate
 
 FUNDING_FILE = Path("normalized") / "funding_settlements.parquet"
 
@@ -75,6 +75,12 @@ class History:
     notes: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = None
     """Every settlement before the end (walk-forward training), when asked for."""
+    market: list[Event] = field(default_factory=list)
+    """Other market events inside the range (open interest), published at their times."""
+    market_warmup: list[Event] = field(default_factory=list)
+    """Market events before the range: predictor context only."""
+    venues: list[str] = field(default_factory=list)
+    """Venues to trade on; empty = every venue with settlements."""
 
     def coverage(self) -> dict[str, object]:
         series: dict[str, dict[str, object]] = {}
@@ -89,6 +95,7 @@ class History:
         for s in series.values():
             s["intervals_h"] = sorted(s["intervals_h"])
         return {
+            "symbols": sorted(self.prices),
             "funding_series": series,
             "price_sources": {k: v.source for k, v in sorted(self.prices.items())},
             "notes": list(self.notes),

@@ -30,6 +30,7 @@ from hean.backtest.data import BacktestDataError, History
 from hean.backtest.stack import LiveStack, Record
 from hean.marketdata.spreads import Quote, SpreadParams, all_spreads
 from hean.risk.limits import RiskLimits
+from hean.runtime.logic import ServiceLogic
 from hean.strategies import build as build_strategy
 from hean.strategies import canonical_name
 from hean.strategies.base import Strategy
@@ -39,6 +40,7 @@ from hean_proto.events import (
     FundingForecast,
     FundingRate,
     FundingSpread,
+    OpenInterest,
     PriceTick,
 )
 
@@ -59,6 +61,8 @@ class BacktestConfig:
     baseline: bool = True
     walk_forward: Any = None
     """A ``walkforward.WalkForward`` to retrain the funding model per window, or None."""
+    cascade_model_dir: str | None = None
+    """Cascade model for the liquidation predictor; None = the shipped daily model."""
 
     def limits(self, strategy: Strategy | None = None) -> RiskLimits:
         """Live defaults, the capital, a strategy's raised size cap, then explicit overrides."""
@@ -103,10 +107,13 @@ class BacktestResult:
 
 
 def _timeline(history: History) -> list[tuple[int, int, object]]:
-    """(time, order, item): price bars (order 0) before settlements (order 1) at equal times."""
+    """(time, order, item): at equal times price bars (0), then settlements (1), then other
+    market events such as open interest (2)."""
     items: list[tuple[int, int, object]] = []
     for e in history.funding:
         items.append((e.ts_ms, 1, e))
+    for e in history.market:
+        items.append((e.ts_ms, 2, e))
     for symbol, series in history.prices.items():
         first = series.at(history.start_ms)
         if first is not None:
@@ -143,12 +150,18 @@ async def _replay(
     history: History, strategy: Strategy, cfg: BacktestConfig, progress: Progress | None
 ) -> Replay:
     needs = set(strategy.inputs)
+    cascade = None
     if CascadeForecast in needs:
-        raise BacktestDataError(
-            f"{strategy.name} needs CascadeForecast events; this history has no event-level "
-            "liquidations to produce them from (see the data README, 'What is missing')"
-        )
-    venues = sorted({e.venue for e in history.funding} | {e.venue for e in history.warmup})
+        if not any(isinstance(e, OpenInterest) for e in history.market):
+            raise BacktestDataError(
+                f"{strategy.name} needs CascadeForecast events, made from open interest and "
+                "prices; this history has no open interest (use the cascade history: "
+                "`hean backtest --strategy liquidation_hunter`)"
+            )
+        cascade = _cascade_predictor(history, cfg.cascade_model_dir)
+    venues = history.venues or sorted(
+        {e.venue for e in history.funding} | {e.venue for e in history.warmup}
+    )
     symbols = sorted(history.prices)
     predictor = _Predictor(history.warmup) if FundingForecast in needs else None
     stack = LiveStack(
@@ -157,7 +170,7 @@ async def _replay(
         cfg.limits(strategy),
         cfg.costs,
         history.start_ms,
-        predictor.logic if predictor else None,
+        predictor.logic if predictor else cascade,
         vol=lambda symbol, t: _vol(history, symbol, t),
     )
     await stack.start()
@@ -165,6 +178,8 @@ async def _replay(
     if predictor is not None:
         fc = predictor.logic.forecaster
         out.model_version = fc.version if fc else None
+    if cascade is not None and cascade.model is not None:
+        out.model_version = cascade.model.version
     wf = cfg.walk_forward
     quotes: dict[tuple[str, str], Quote] = {}
     for e in history.warmup:
@@ -199,18 +214,26 @@ async def _replay(
             wf.maybe_retrain(t, predictor.logic, out)
         await stack.tick(stack.risk)  # the risk state the router's gate needs, fresh
         settled: list[FundingRate] = []
+        others: list[Event] = []
         for _, order, item in batch:
             if order == 0:
                 symbol, perp, spot = item  # type: ignore[misc]
                 prices[symbol] = (perp, spot)
-            else:
+            elif order == 1:
                 settled.append(item)  # type: ignore[arg-type]
+            else:
+                others.append(item)  # type: ignore[arg-type]
         await market(t)
         if settled:
             out.events += len(settled)
             await stack.publish(settled)
             for e in settled:
                 quotes[(e.venue, e.symbol)] = _quote(e, cfg.costs)
+        if others:
+            out.events += len(others)
+            await stack.publish(others)
+        if cascade is not None:
+            await stack.tick(cascade)
         if settled and FundingSpread in needs:
             changed = {e.symbol for e in settled}
             live = [q for q in quotes.values() if q.symbol in changed]
@@ -232,6 +255,44 @@ async def _replay(
     out.equity_ms.append(end)
     out.equity_usd.append(stack.equity())
     return out
+
+
+def _cascade_predictor(history: History, model_dir: str | None) -> ServiceLogic:
+    """The live liquidation predictor with a daily cascade model, fed the bars before the range.
+
+    Momentum is measured over 23 h: daily bars have no 15-minute prices, and a window with no
+    price in it would give no momentum at all.
+    """
+    import dataclasses
+
+    from hean.backtest.cascade_history import DAY_MS, MOMENTUM_WINDOW_MS
+    from hean.ml.cascade.model import DEFAULT_DIR, CascadeModel
+    from hean_services.liquidation_predictor.logic import (
+        LiquidationPredictorLogic,
+        PredictorConfig,
+    )
+
+    model = CascadeModel.load(model_dir or DEFAULT_DIR)
+    if model.bar_ms != DAY_MS:
+        raise BacktestDataError(
+            f"cascade model {model.version} uses {model.bar_ms // 60_000} min bars; the history "
+            "here is daily, so only a daily model can be backtested on it"
+        )
+    config = dataclasses.replace(PredictorConfig(), momentum_window_ms=MOMENTUM_WINDOW_MS)
+    logic = LiquidationPredictorLogic(model, config)
+    warm: list[tuple[int, int, Event]] = []
+    for symbol, series in history.prices.items():
+        for t, px in zip(series.times_ms, series.perp, strict=True):
+            if t < history.start_ms:
+                for venue in history.venues:
+                    tick = PriceTick(ts_ms=int(t), venue=venue, symbol=symbol, mark=float(px))
+                    warm.append((int(t), 0, tick))
+    warm += [(e.ts_ms, 1, e) for e in history.warmup]
+    warm += [(e.ts_ms, 2, e) for e in history.market_warmup]
+    for t, _, e in sorted(warm, key=lambda x: (x[0], x[1])):
+        logic.on_event(e, t)
+    logic.dirty.clear()
+    return logic
 
 
 def _vol(history: History, symbol: str, t_ms: int) -> float:

@@ -105,6 +105,28 @@ def buy_and_hold(result: BacktestResult) -> dict[str, object]:
     return {"total_return_frac": mean, "per_symbol": rets, "costs": "none charged"}
 
 
+def cascade_summary(result: BacktestResult) -> dict[str, object] | None:
+    """How often the predictor spoke and how high it went: why the hunter did or did not trade."""
+    fcs = result.replay.record.cascades
+    if not fcs:
+        return None
+    conf = getattr(
+        build_strategy(canonical_name(result.config.strategy), result.config.strategy_config),
+        "config",
+        None,
+    )
+    threshold = float(getattr(conf, "threshold", 0.7))
+    top = max(fcs, key=lambda f: f.probability)
+    return {
+        "forecasts": len(fcs),
+        "threshold": threshold,
+        "at_or_above_threshold": sum(f.probability >= threshold for f in fcs),
+        "max_probability": top.probability,
+        "max_at": f"{_iso(top.ts_ms)} {top.venue}:{top.symbol} {top.direction}",
+        "mean_probability": float(np.mean([f.probability for f in fcs])),
+    }
+
+
 def summary(result: BacktestResult) -> dict[str, object]:
     h, c = result.history, result.config
     limits = c.limits(build_strategy(canonical_name(c.strategy), c.strategy_config))
@@ -133,6 +155,7 @@ def summary(result: BacktestResult) -> dict[str, object]:
         "model_version": result.replay.model_version,
         "walk_forward_models": result.replay.models,
         "result": metrics(result.replay, h.start_ms, h.end_ms, c.capital),
+        "cascade_forecasts": cascade_summary(result),
         "buy_and_hold": buy_and_hold(result),
     }
     if result.baseline is not None:

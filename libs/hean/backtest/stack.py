@@ -1,6 +1,7 @@
 """The live trading services, wired on an in-memory bus with a simulated clock.
 
-strategy-engine (``StrategyEngineLogic``), funding-predictor (``FundingPredictorLogic``),
+strategy-engine (``StrategyEngineLogic``), funding-predictor (``FundingPredictorLogic``) or
+liquidation-predictor (``LiquidationPredictorLogic``),
 risk-killswitch (``RiskKillswitchLogic`` over ``RiskEngine``) and order-router
 (``OrderRouterLogic`` with its paper venues, and the ``Executor`` consuming approved intents
 the way the router's main does) each run in their own ``Runtime`` on one ``InMemoryBus``.
@@ -30,6 +31,7 @@ from hean.strategies.base import Strategy
 from hean_proto import codec
 from hean_proto.events import (
     Alert,
+    CascadeForecast,
     Event,
     Fill,
     FundingForecast,
@@ -47,6 +49,7 @@ from hean_proto.subjects import (
     FUNDING_PAYMENT,
     ORDER_APPROVED,
     ORDER_UPDATE,
+    PRED_CASCADE,
     PRED_FUNDING,
     RISK_DECISION,
     RISK_STATE,
@@ -71,6 +74,7 @@ class Record:
     alerts: list[Alert] = field(default_factory=list)
     halts: list[RiskState] = field(default_factory=list)
     forecasts: list[FundingForecast] = field(default_factory=list)
+    cascades: list[CascadeForecast] = field(default_factory=list)
 
 
 class LiveStack:
@@ -139,6 +143,7 @@ class LiveStack:
             await self.bus.subscribe(route.pattern(), self._tap)
         await self.bus.subscribe(ALERT.pattern(), self._tap)
         await self.bus.subscribe(PRED_FUNDING.pattern(), self._tap)
+        await self.bus.subscribe(PRED_CASCADE.pattern(), self._tap)
         await self.bus.subscribe(RISK_STATE.pattern(), self._tap)
 
     async def _on_intent(self, message: Message) -> None:
@@ -157,6 +162,7 @@ class LiveStack:
             Fill: r.fills,
             FundingPayment: r.payments,
             FundingForecast: r.forecasts,
+            CascadeForecast: r.cascades,
             Alert: r.alerts,
         }.get(type(event))
         if kept is not None:

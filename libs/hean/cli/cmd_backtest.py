@@ -75,6 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--wf-max-train", type=int, default=20_000, help="sequences per epoch when retraining"
     )
+    p.add_argument(
+        "--cascade-model",
+        metavar="DIR",
+        help="daily cascade model for liquidation_hunter (default: the shipped artifact)",
+    )
     p.add_argument("--out", help="output directory (default: backtests/<strategy>-<range>)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG and HTML report")
     p.add_argument("--no-baseline", action="store_true", help="skip the naive baseline run")
@@ -113,6 +118,13 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _uses_cascades(name: str, config: dict | None) -> bool:
+    from hean.strategies import build
+    from hean_proto.events import CascadeForecast
+
+    return CascadeForecast in build(name, config).inputs
+
+
 def _json(text: str | None, flag: str) -> dict | None:
     if not text:
         return None
@@ -147,7 +159,18 @@ def run(args: argparse.Namespace) -> int:
         risk = _json(args.risk, "--risk") or {}
         if args.max_gross is not None:
             risk["max_gross_exposure_frac"] = args.max_gross
-        if args.from_store:
+        cascade = _uses_cascades(name, config)
+        if cascade and (args.from_store or args.walk_forward):
+            raise ValueError(
+                f"{name} runs on the daily cascade history only (no --from-store or --walk-forward)"
+            )
+        if cascade:
+            from hean.backtest.cascade_history import last_bar_end_ms, load_cascade_history
+
+            end = _ms(args.end) if args.end else last_bar_end_ms(data)
+            start = _ms(args.start) if args.start else end - args.days * DAY_MS
+            history = load_cascade_history(data, start, end, symbols=symbols, venues=venues)
+        elif args.from_store:
             until = _ms(args.end) if args.end else None
             events = read_store(args.from_store, until)
             end = until or max(e.ts_ms for e in events) + 1
@@ -196,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
             strategy_config=config,
             baseline=not args.no_baseline,
             walk_forward=walk,
+            cascade_model_dir=args.cascade_model,
         )
         cfg.limits()  # unknown or out-of-range risk limits fail here, before the replay
         result = run_backtest(history, cfg, _Progress(f"backtest {name}"))
@@ -226,7 +250,12 @@ def render(s: dict) -> str:
     cov = s["coverage"]["funding_series"]
     lines = [
         f"strategy {s['strategy']}  {s['range']['from']} -> {s['range']['to']}",
-        f"covered: {', '.join(sorted(cov))}",
+        f"covered: {', '.join(sorted(cov)) or 'no funding series'}"
+        + (
+            ""
+            if len(s["coverage"]["symbols"]) == len({k.split(":")[1] for k in cov})
+            else f"; prices of {len(s['coverage']['symbols'])} symbols"
+        ),
         f"capital {r['capital_usd']:,.2f} USD -> {r['final_equity_usd']:,.2f} USD "
         f"({r['total_return_frac'] * 100:+.3f} %, "
         f"annualised {r['annualised_return_frac'] * 100:+.2f} %)",
@@ -249,6 +278,13 @@ def render(s: dict) -> str:
         lines.append(
             f"naive baseline ({b['name']}): {b['total_return_frac'] * 100:+.3f} %, "
             f"funding {b['funding_usd']:+,.2f}, fees -{b['fees_usd']:,.2f}, trades {b['trades']}"
+        )
+    c = s.get("cascade_forecasts")
+    if c:
+        lines.append(
+            f"cascade forecasts {c['forecasts']}: {c['at_or_above_threshold']} at or above the "
+            f"threshold {c['threshold']:g}; highest {c['max_probability']:.3f} ({c['max_at']}), "
+            f"mean {c['mean_probability']:.3f}"
         )
     bh = s["buy_and_hold"]
     lines.append(
