@@ -22,15 +22,15 @@ What the shipped model does with it:
 
 * Build-up against calm: compared on the median of the day-end forecasts (four calm days, the
   five build-up days), because a daily model on a 5 %-volatility random walk has single calm
-  days near the build-up level. With this scenario the build-up median exceeds the calm median,
-  the cascade maximum exceeds the build-up maximum and the cascade is called "down" on 21 of
-  30 seeds (the same logic fed from ``Market`` in process); seed 21 is one of them.
+  days near the build-up level.
 * The model was trained on real daily data and never forecasts the default 0.7 (its held-out
-  maximum is about 0.4, see the README); on this cascade it peaks near 0.19 (0.18-0.30 over
-  the 30 seeds), and the default exits (stop 2 %, target 5 %) have a positive expected edge
-  after costs only above p = 0.31. The hunter therefore runs with ``threshold`` 0.15,
+  maximum is about 0.4, see the README); on this cascade it stays near a quarter, and the
+  default exits (stop 2 %, target 5 %) have a positive expected edge after costs only above
+  p = 0.306 (printed below). The hunter therefore runs with ``threshold`` 0.15,
   ``exit_probability`` 0.05 and a 12 % target (inside the scripted 20 % move); size 2 %,
   stop 2 %, the momentum rule and the cost check are the defaults.
+
+Run with ``pytest -s`` to see the figures the README quotes.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from sim_watch import Watch
 from hean.config import free_port, load_settings
 from hean.sim import ScriptedEvent, SimServer
 from hean.sim.scenario import Scenario, SymbolSpec
+from hean.strategies.base import BPS
+from hean.strategies.liquidation_hunter import LiquidationHunter
 from hean_proto.events import CascadeForecast
 from hean_services.funding_collector.main import Settings as CollectorSettings
 from hean_services.funding_collector.main import build as build_collector
@@ -103,6 +105,26 @@ def day_end_forecasts(forecasts: list[CascadeForecast], days: range) -> list[flo
     for f in forecasts:
         last[(f.ts_ms - START) // 86_400_000] = f
     return [last[d].probability for d in days]
+
+
+def figures(
+    calm: list[float], build_up: list[float], cascade: list[CascadeForecast], start_ms: int
+) -> str:
+    """Day-end forecasts and the cascade's forecast at each quarter hour from its start (the
+    first one stamped at or after the mark), as the README quotes them."""
+
+    def days(ps: list[float]) -> str:
+        return f"{', '.join(f'{p:.3f}' for p in ps)} (median {statistics.median(ps):.3f})"
+
+    quarters = []
+    for k in range(CASCADE_S // 900 + 1):
+        at = [f for f in cascade if f.ts_ms >= start_ms + k * 900_000]
+        if at:
+            quarters.append(f"{k * 15} min {at[0].probability:.3f} {at[0].direction}")
+    return (
+        f"calm day-end: {days(calm)}\nbuild-up day-end: {days(build_up)}\n"
+        f"cascade every 15 min: {'; '.join(quarters)}"
+    )
 
 
 @pytest.mark.timeout(180)
@@ -181,6 +203,7 @@ async def test_a_simulated_cascade_is_forecast_and_hunted(nats_url, tmp_path):
     build_up = day_end_forecasts(watch.forecasts, range(CALM_DAYS, CALM_DAYS + BUILD_DAYS))
     cascade_start_ms = START + CASCADE_AT_S * 1000
     cascade = [f for f in watch.forecasts if f.ts_ms >= cascade_start_ms]
+    print(figures(calm, build_up, cascade, cascade_start_ms))  # quoted in the README (pytest -s)
     assert statistics.median(build_up) > statistics.median(calm)
     assert max(f.probability for f in cascade) > max(build_up)
     # the probability keeps rising while the price falls: last hour above the first
@@ -199,3 +222,10 @@ async def test_a_simulated_cascade_is_forecast_and_hunted(nats_url, tmp_path):
     assert (s.stop_loss_frac, s.take_profit_frac) == (0.02, 0.12)
     assert s.confidence >= HUNTER["threshold"]
     assert "cascade down" in s.reason
+    print(f"entry: {s.legs[0].side} {s.legs[0].venue} {s.symbol}, {s.reason}")
+    d = LiquidationHunter().cfg  # what the default exits need: p * target = (1 - p) * stop + costs
+    costs = d.round_trip_bps([VENUE]) / BPS
+    print(
+        f"default exits (stop {d.stop_loss_frac}, target {d.take_profit_frac}) break even at p = "
+        f"{(d.stop_loss_frac + costs) / (d.take_profit_frac + d.stop_loss_frac):.3f}"
+    )
