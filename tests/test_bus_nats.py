@@ -94,6 +94,36 @@ async def test_failed_handler_gets_redelivery(nats_url: str) -> None:
     await bus.close()
 
 
+async def test_pipelined_output_is_stored_before_its_input_is_acknowledged(nats_url: str) -> None:
+    """A durable input whose output cannot be stored yet stays unacknowledged; once the
+    output's retry stores it, the input is acknowledged (and not redelivered)."""
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    await bus.js.delete_stream("HEAN_ALERTS")  # the output's stream is gone for now
+    handled: list[bytes] = []
+
+    async def relay(m: Message) -> None:
+        handled.append(m.data)
+        await bus.publish("hean.alert.test", m.data, msg_id="alert-1", wait=False)
+
+    await bus.subscribe("hean.signal.>", relay, durable="ack_after_store")
+    await bus.publish("hean.signal.s.BTC", b"in", msg_id="in-1")
+    await wait_for(lambda: handled == [b"in"])
+    consumer = await bus.js.consumer_info("HEAN_TRADING", "ack_after_store")
+    assert consumer.num_ack_pending == 1  # output not stored: input not acknowledged
+    assert bus._confirming  # its store is being retried
+
+    await bus.ensure_streams()  # the stream is back: the retry stores the output
+    await bus.flush(timeout_s=30)
+    alerts = await bus.js.stream_info("HEAN_ALERTS")
+    assert alerts.state.messages == 1
+    consumer = await bus.js.consumer_info("HEAN_TRADING", "ack_after_store")
+    assert (consumer.num_ack_pending, consumer.num_redelivered) == (0, 0)
+    assert consumer.ack_floor.stream_seq == consumer.delivered.stream_seq
+    assert handled == [b"in"]
+    await bus.close()
+
+
 async def test_reconnects_after_server_kill_and_keeps_stream(nats_server: NatsServer) -> None:
     bus = await NatsBus.connect(nats_server.url, "test")
     await bus.ensure_streams()

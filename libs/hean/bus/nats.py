@@ -59,14 +59,18 @@ def _read_secret(path: str | None, setting: str) -> str:
     return value
 
 
-_PRODUCED: contextvars.ContextVar[list[asyncio.Task] | None] = contextvars.ContextVar(
+_PRODUCED: contextvars.ContextVar[list[asyncio.Future[bool]] | None] = contextvars.ContextVar(
     "hean_produced", default=None
 )
-"""Confirmation tasks of stored publishes made while handling one durable message."""
+"""Stored-confirmations of the publishes made while handling one durable message."""
+
+CONFIRM_TIMEOUT_S = 5.0
+"""A pipelined publish not confirmed by then is published again (same Nats-Msg-Id)."""
 
 _JS_TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,  # a stream still recovering after a restart
     nats.js.errors.ServiceUnavailableError,
 )
 
@@ -139,41 +143,32 @@ class _PullSub(Subscription):
             self.pattern, durable=self.durable, stream=self.stream.name, config=config
         )
 
-    async def _process(self, msgs: list) -> None:
-        for m in msgs:
-            produced: list[asyncio.Task] = []
-            token = _PRODUCED.set(produced)
-            try:
-                await self.handler(
-                    Message(
-                        m.subject,
-                        m.data,
-                        dict(m.headers or {}),
-                        redelivered=m.metadata.num_delivered > 1,
-                    )
+    async def _process(self, m: Msg) -> None:
+        produced: list[asyncio.Future[bool]] = []
+        token = _PRODUCED.set(produced)
+        try:
+            await self.handler(
+                Message(
+                    m.subject,
+                    m.data,
+                    dict(m.headers) if m.headers else {},
+                    redelivered=m.metadata.num_delivered > 1,
                 )
-            except Exception:
-                log.exception("handler failed; message will be redelivered")
-                with contextlib.suppress(Exception):
-                    await m.nak(delay=1.0)
-                continue
-            finally:
-                _PRODUCED.reset(token)
-            if produced:
-                # acknowledge once everything this message produced is stored, without
-                # holding up the next message
-                task = asyncio.create_task(self._ack_when_stored(m, produced))
-                self.bus._confirming.add(task)
-                task.add_done_callback(self.bus._confirming.discard)
-            else:
-                with contextlib.suppress(Exception):
-                    await m.ack()
-
-    @staticmethod
-    async def _ack_when_stored(m, produced: list[asyncio.Task]) -> None:
-        results = await asyncio.gather(*produced)
-        with contextlib.suppress(Exception):
-            await (m.ack() if all(results) else m.nak(delay=1.0))
+            )
+        except Exception:
+            log.exception("handler failed; message will be redelivered")
+            with contextlib.suppress(Exception):
+                await m.nak(delay=1.0)
+            return
+        finally:
+            _PRODUCED.reset(token)
+        if produced:
+            # acknowledge once everything this message produced is stored, without holding
+            # up the next message; a callback per confirmation, a task only for the ack itself
+            self.bus._ack_when_stored(m, produced)
+        else:
+            with contextlib.suppress(Exception):
+                await m.ack()
 
     async def run(self) -> None:
         """Keep one pull request outstanding and hand on each message the moment it arrives.
@@ -211,6 +206,7 @@ class _PullSub(Subscription):
 
     async def _stream(self, psub) -> None:
         nc = self.bus.nc
+        sub = psub._sub
         left = 0
         while not self.stopping:
             if left <= 0:
@@ -218,8 +214,8 @@ class _PullSub(Subscription):
                 await nc.publish(psub._nms, json.dumps(request).encode(), reply=psub._deliver)
                 left = self.batch
             try:
-                msg = await psub._sub.next_msg(timeout=PULL_EXPIRES_S + 1.0)
-            except nats.errors.TimeoutError:
+                msg = await _next_msg(sub, PULL_EXPIRES_S + 1.0)
+            except TimeoutError:
                 left = 0  # the request went unanswered (a reconnect): ask again
                 continue
             status = nats.js.JetStreamContext.is_status_msg(msg)
@@ -234,7 +230,7 @@ class _PullSub(Subscription):
             left -= 1
             self.last_ok = time.monotonic()
             self.failures = 0
-            await self._process([msg])
+            await self._process(msg)
 
     async def _hand_back(self, psub) -> None:
         """Messages the server already sent but this instance will not handle go back at once
@@ -251,6 +247,31 @@ class _PullSub(Subscription):
 
 PULL_EXPIRES_S = 1.0
 """Lifetime of one outstanding pull request; also bounds how long stopping waits."""
+
+
+async def _next_msg(sub, timeout_s: float) -> Msg:
+    """The subscription's next message; what is already queued is taken without waiting.
+
+    nats-py's ``next_msg`` spends a task, a ``wait_for`` and a uuid4 on every call and always
+    yields to the loop; taking queued messages at once lets a backlog go through in one pass,
+    its publishes and acks leaving in one socket write. Keeps nats-py's pending-bytes count,
+    which its slow-consumer limit reads.
+    """
+    queue: asyncio.Queue = sub._pending_queue
+    if queue.empty():
+        async with asyncio.timeout(timeout_s):
+            msg = await queue.get()
+    else:
+        msg = queue.get_nowait()
+    sub._pending_size -= len(msg.data)
+    queue.task_done()
+    return msg
+
+
+async def _settle(m: Msg, *, stored: bool) -> None:
+    """Ack a durable message whose outputs are stored; otherwise have it redelivered."""
+    with contextlib.suppress(Exception):
+        await (m.ack() if stored else m.nak(delay=1.0))
 
 
 async def _unsubscribe(psub: object) -> None:
@@ -270,7 +291,7 @@ class NatsBus(Bus):
         self._kv: dict[str, object] = {}
         self.on_state_change: Callable[[bool], None] | None = None
         self.closing = False
-        self._confirming: set[asyncio.Task] = set()
+        self._confirming: set[asyncio.Future] = set()
         self.lost_publishes = 0
         self.slow_consumer_drops = 0
         self.last_slow_consumer: float | None = None
@@ -417,39 +438,91 @@ class NatsBus(Bus):
             )
             return
         future = await self.js.publish_async(subject, data, headers=hdrs or None)
-        task = asyncio.create_task(self._confirm(future, subject, data, hdrs))
-        self._confirming.add(task)
-        task.add_done_callback(self._confirming.discard)
+        stored = self._confirm(future, subject, data, hdrs)
         produced = _PRODUCED.get()
         if produced is not None:
-            produced.append(task)
+            produced.append(stored)
 
-    async def _confirm(self, future, subject: str, data: bytes, hdrs: dict[str, str]) -> bool:
-        """Wait for a pipelined store; on a lost or failed ack, publish again and wait.
+    def _track(self, fut: asyncio.Future) -> None:
+        self._confirming.add(fut)
+        fut.add_done_callback(self._confirming.discard)
 
-        Publishing again is safe: the message carries its Nats-Msg-Id and the stream drops
-        the duplicate.
+    def _confirm(
+        self, future: asyncio.Future, subject: str, data: bytes, hdrs: dict[str, str]
+    ) -> asyncio.Future[bool]:
+        """A future that turns True once the stream confirmed the pipelined publish.
+
+        The common case costs two callbacks and a timer. A failed or missing ack (nothing
+        within ``CONFIRM_TIMEOUT_S``) publishes again and waits; that is safe because the
+        message carries its Nats-Msg-Id and the stream drops the duplicate. False means lost
+        after every retry (counted in ``lost_publishes``).
         """
-        try:
-            await asyncio.wait_for(asyncio.shield(future), 5.0)
-            return True
-        except Exception as exc:
-            log.warning("stored publish on %s unconfirmed (%r); retrying", subject, exc)
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[bool] = loop.create_future()
+        self._track(stored)
+        retrying: list[asyncio.Task] = []
+
+        def retry(reason: object) -> None:
+            if stored.done() or retrying:
+                return
+            log.warning("stored publish on %s unconfirmed (%r); retrying", subject, reason)
+            task = loop.create_task(self._republish(stored, subject, data, hdrs))
+            retrying.append(task)
+            self._track(task)
+
+        timer = loop.call_later(CONFIRM_TIMEOUT_S, retry, "no ack")
+
+        def acked(f: asyncio.Future) -> None:
+            timer.cancel()
+            if f.cancelled():
+                retry("cancelled")
+            elif f.exception() is not None:
+                retry(f.exception())
+            elif not stored.done():
+                stored.set_result(True)
+
+        future.add_done_callback(acked)
+        return stored
+
+    async def _republish(
+        self, stored: asyncio.Future[bool], subject: str, data: bytes, hdrs: dict[str, str]
+    ) -> None:
         try:
             await _js_retry(
                 lambda: self.js.publish(subject, data, headers=hdrs or None, timeout=2.0),
                 attempts=12,
             )
-            return True
+            ok = True
         except Exception:
             self.lost_publishes += 1
             log.exception("stored publish on %s failed after retries", subject)
-            return False
+            ok = False
+        if not stored.done():
+            stored.set_result(ok)
+
+    def _ack_when_stored(self, m: Msg, produced: list[asyncio.Future[bool]]) -> None:
+        """Ack ``m`` once every future in ``produced`` is True; nak it if one is False."""
+        remaining = [len(produced)]
+        failed = [False]
+
+        def one_done(f: asyncio.Future[bool]) -> None:
+            if f.cancelled() or not f.result():
+                failed[0] = True
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                self._track(asyncio.ensure_future(_settle(m, stored=not failed[0])))
+
+        for f in produced:
+            f.add_done_callback(one_done)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until every pipelined stored publish is confirmed."""
-        if self._confirming:
-            await asyncio.wait(list(self._confirming), timeout=timeout_s)
+        """Wait until every pipelined stored publish is confirmed and its input acknowledged.
+
+        Confirmations start the acks they complete, so this waits again until none is left.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._confirming and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(list(self._confirming), timeout=left)
 
     async def subscribe(
         self,
