@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hean.bench import bus, pipeline
+from hean.bench import bus, pipeline, store
 from hean.natsserver import NatsServer
 from hean.runtime import eventloop
 
@@ -31,6 +31,7 @@ def _fresh(run) -> dict:
 
 def _nats_benches(events: int, seconds: float) -> dict:
     out = {"bus": _fresh(lambda url: bus.run(url, events))}
+    out["store"] = _fresh(store.run)
     out["pipeline"] = [
         _fresh(lambda url, r=rate: pipeline.run_rate(url, r, seconds, "r")) for rate in (1000, 5000)
     ]
@@ -72,6 +73,10 @@ def render(r: dict) -> str:
         " (reference)",
         f"  HEAN bus + runtime                 {b['hean_runtime_events_per_s']:>10,} events/s"
         f"  ratio {b['ratio']:.2f} (goal >= {b['goal_ratio']})",
+        "",
+        "JetStream stored messages per second (fsync per message, as deployed)",
+        f"  one stream                         {r['store']['one_stream_msgs_per_s']:>10,} msgs/s",
+        f"  two streams side by side           {r['store']['two_streams_msgs_per_s']:>10,} msgs/s",
         "",
         "pipeline collector->predictor->strategy->risk->router over NATS, one process",
     ]
