@@ -206,6 +206,11 @@ def test_cli_train_and_evaluate_on_csv(tmp_path, capsys):
 def test_shipped_artifact_loads():
     fc = FundingForecaster.load()
     assert fc.version.startswith("funding-lstm-") and fc.features
+    wf = fc.meta["walk_forward"]
+    assert len(wf["folds"]) == 4 and wf["chosen_epochs"] == fc.meta["best_epoch"]
+    # the final fit ended an embargo before the held-out block it was scored on
+    assert fc.meta["data"]["train_until_utc"] < fc.meta["data"]["test_from_utc"]
+    assert wf["folds"][-1]["val_until_utc"] == fc.meta["data"]["train_until_utc"]
 
 
 def test_shipped_model_on_real_history(data_dir):
