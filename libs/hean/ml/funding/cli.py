@@ -38,6 +38,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--members", type=int, default=d.members, help="seed ensemble size")
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--huber-beta", type=float, default=d.huber_beta, help="Huber loss beta (target units)"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
 
@@ -63,6 +66,7 @@ def train(args: argparse.Namespace) -> int:
         members=args.members,
         seed=args.seed,
         lr=args.lr,
+        huber_beta=args.huber_beta,
         threads=args.threads,
     )
     try:
