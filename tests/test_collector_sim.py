@@ -67,7 +67,11 @@ async def test_collector_publishes_every_venue_and_a_divergence_spread(nats_url,
                 assert sol[0].interval_hours == 4.0  # never assumed 8 h
                 hype = await tap.until(of(FundingRate, venue="bybit", symbol="HYPEUSDT"), 30)
                 assert hype[0].interval_hours == 1.0
-                await tap.until(of(PriceTick, venue="okx", symbol="BTCUSDT"), 30)
+                okx = await tap.until(of(PriceTick, venue="okx", symbol="BTCUSDT"), 30)
+                # OKX's index comes from its own endpoint: it prices a spot leg on OKX
+                btc = sim.market.get("okx", "BTCUSDT")
+                assert btc is not None and okx[0].index is not None
+                assert okx[0].index == pytest.approx(sim.market.index(btc), rel=1e-3)
                 await tap.until(of(OpenInterest, venue="bybit", symbol="BTCUSDT"), 30)
                 # a scripted divergence: Binance pays 0.3 % per 8 h on BTC, the others do not
                 sim.market.inject(

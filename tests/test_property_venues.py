@@ -19,11 +19,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recorded_venue import OKX_INDEX_ROW
 from test_property_decoders import check_clean
 
 from hean.venues.base import MarketInfo, VenueDataError
 from hean.venues.ccxt_client import CcxtVenueClient
+from hean.venues.okx_index import parse_index_tickers
 from hean.venues.validate import Checker
+from hean_proto.events import PriceTick
 
 INPUTS = int(os.environ.get("HEAN_PROPERTY_INPUTS", "10000"))
 NOW = 1_767_225_600_000
@@ -215,6 +218,20 @@ def _as_event(info: MarketInfo):
         first_seen_ms=NOW,
         interval_hours=info.interval_hours,
     )
+
+
+def test_index_tickers(okx: CcxtVenueClient) -> None:
+    def normalise(row: dict) -> PriceTick | None:
+        index, bad = parse_index_tickers({"code": "0", "msg": "", "data": [row]})
+        for exc, item in bad:
+            okx._bad(exc, item)
+        for symbol, got in index.items():
+            return PriceTick(
+                ts_ms=got.ts_ms, venue="okx", symbol=symbol, mark=got.price, index=got.price
+            )
+        return None
+
+    drive(normalise, OKX_INDEX_ROW, lambda: bad_count(okx))
 
 
 def test_liquidations(okx: CcxtVenueClient) -> None:

@@ -323,6 +323,33 @@ async def mark_price(sim: SimServer, request: web.Request) -> web.Response:
     )
 
 
+def _index_ticker(sim: SimServer, s: Series) -> dict:
+    px = short(sim.market.index(s))
+    return {
+        "instId": f"{s.base}-USDT",
+        "idxPx": px,
+        "high24h": px,
+        "sodUtc0": px,
+        "open24h": px,
+        "low24h": px,
+        "sodUtc8": px,
+        "ts": str(sim.market.now_ms),
+    }
+
+
+async def index_tickers(sim: SimServer, request: web.Request) -> web.Response:
+    """OKX's index of each swap's underlying (``BTC-USDT``), by ``quoteCcy`` or ``instId`` as
+    OKX requires one of them; only USDT indices exist here, the swaps being USDT-margined."""
+    name, quote = request.query.get("instId"), request.query.get("quoteCcy")
+    if not name and not quote:
+        return error("bad_param", "Parameter quoteCcy or instId can not be empty")
+    if name:
+        s = _by_inst(sim, f"{name}-SWAP")
+        return _ok([_index_ticker(sim, s)]) if s is not None else error("unknown_symbol")
+    series = sim.market.listed(VENUE) if quote == "USDT" else []
+    return _ok([_index_ticker(sim, s) for s in series])
+
+
 async def books(sim: SimServer, request: web.Request) -> web.Response:
     s = _by_inst(sim, request.query.get("instId", ""))
     if s is None:
@@ -614,6 +641,7 @@ PUBLIC = {
     ("GET", "/api/v5/market/tickers"): tickers,
     ("GET", "/api/v5/market/ticker"): ticker,
     ("GET", "/api/v5/market/books"): books,
+    ("GET", "/api/v5/market/index-tickers"): index_tickers,
 }
 PRIVATE = {
     ("POST", "/api/v5/trade/order"): place_order,

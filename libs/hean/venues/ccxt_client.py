@@ -23,6 +23,7 @@ import ccxt.pro as ccxtpro
 import msgspec
 from ccxt.base import errors as cx
 
+from hean.venues import okx_index
 from hean.venues.base import (
     Balance,
     DuplicateClientOrderId,
@@ -39,6 +40,7 @@ from hean.venues.base import (
 from hean.venues.credentials import Credentials
 from hean.venues.endpoints import ccxt_id, ccxt_options, point_at
 from hean.venues.metrics import VenueMetrics
+from hean.venues.okx_index import IndexPrice, index_for
 from hean.venues.symbols import canonical
 from hean.venues.validate import Checker
 from hean_proto.events import BookLevel, BookTop, FundingRate, Liquidation, OpenInterest, PriceTick
@@ -419,6 +421,7 @@ class CcxtVenueClient:
             raw = await self._call("fetch_prices", self.ex.fetch_mark_prices)
         else:
             raw = await self._call("fetch_prices", self.ex.fetch_tickers)
+        index = await self._index_prices() if self._separate_index else {}
         now = self.clock()
         wanted = set(symbols) if symbols is not None else None
         out = []
@@ -429,8 +432,9 @@ class CcxtVenueClient:
                 continue
             try:
                 mark = chk.positive(item.get("markPrice") or item.get("last"), "markPrice")
+                ts = chk.timestamp(item.get("timestamp") or now, "timestamp")
                 tick = PriceTick(
-                    ts_ms=chk.timestamp(item.get("timestamp") or now, "timestamp"),
+                    ts_ms=ts,
                     venue=self.venue,
                     symbol=m.symbol,
                     mark=mark,
@@ -440,9 +444,39 @@ class CcxtVenueClient:
             except VenueDataError as exc:
                 self._bad(exc, item)
                 continue
+            if tick.index is None and index:
+                try:
+                    tick = msgspec.structs.replace(tick, index=index_for(index, m.symbol, ts))
+                except VenueDataError as exc:  # the mark still goes out, without an index
+                    self._bad(exc, {"symbol": m.symbol, "mark_ts_ms": ts, "index": index[m.symbol]})
             self.marks[m.symbol] = mark
             out.append(tick)
         return out
+
+    @property
+    def _separate_index(self) -> bool:
+        """OKX's mark prices carry no index: its perpetual ticks take it from index-tickers."""
+        return self.venue == "okx" and self.market_type == "perp"
+
+    async def _index_prices(self) -> dict[str, IndexPrice]:
+        """Every USDT index in one request; on failure none, and the marks go out without."""
+        try:
+            body = await self._call(
+                okx_index.ENDPOINT,
+                self.ex.publicGetMarketIndexTickers,
+                {"quoteCcy": okx_index.QUOTE},
+            )
+        except VenueError as exc:  # counted by _call
+            log.warning("%s: no index prices this round: %s", self.venue, exc)
+            return {}
+        try:
+            index, bad = okx_index.parse_index_tickers(body, self.venue)
+        except VenueDataError as exc:
+            self._bad(exc, body)
+            return {}
+        for exc, row in bad:
+            self._bad(exc, row)
+        return index
 
     async def _mark(self, m: MarketInfo) -> float:
         if m.symbol not in self.marks:
