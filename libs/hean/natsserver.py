@@ -91,6 +91,10 @@ class NatsServer:
     server_name: str = "hean"
     cluster: str = ""
     log_file: Path | None = None
+    sync_interval: str = "always"
+    """How often JetStream fsyncs its store: ``always`` (every write, the single-node setting
+    HEAN deploys) or an interval such as ``2m`` (the server's default, for clusters whose
+    replicas give the durability)."""
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,7 +115,7 @@ class NatsServer:
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             "  # order, fill and risk records must survive a power cut: fsync every write\n"
-            "  sync_interval: always\n"
+            f"  sync_interval: {self.sync_interval}\n"
             "}\n" + self.cluster + self.extra_config
         )
 
