@@ -113,9 +113,7 @@ def test_final_model_never_sees_the_held_out_rows(tmp_path):
 def test_seed_ensemble_round_trips(tmp_path):
     from hean.ml.funding.model import FundingForecaster
 
-    cfg = TrainConfig(
-        seq_len=8, hidden=8, epochs=1, max_train=500, folds=2, members=2, threads=1
-    )
+    cfg = TrainConfig(seq_len=8, hidden=8, epochs=1, max_train=500, folds=2, members=2, threads=1)
     lines: list[str] = []
     meta = train_model(clean_frame(table(n=200, seed=6)), tmp_path, cfg, progress=lines.append)
     assert meta["members"] == 2
