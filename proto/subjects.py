@@ -147,7 +147,6 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         "HEAN_TRADING",
         (
-            SIGNAL.pattern(),
             RISK_DECISION.pattern(),
             ORDER_APPROVED.pattern(),
             ORDER_UPDATE.pattern(),
@@ -159,6 +158,13 @@ STREAMS: tuple[StreamSpec, ...] = (
         ),
         max_age_s=365 * 86400,
         description="the ledger: signals, intents, orders, fills, positions, risk state",
+    ),
+    StreamSpec(
+        "HEAN_SIGNALS",
+        (SIGNAL.pattern(),),
+        max_age_s=365 * 86400,
+        description="strategy signals awaiting risk; apart from the ledger so the two are "
+        "stored side by side (each stream fsyncs its writes in turn)",
     ),
     StreamSpec(
         "HEAN_ALERTS",

@@ -60,7 +60,7 @@ async def test_msg_id_dedupe_inside_window_and_durable_resume() -> None:
     await bus.subscribe("hean.signal.>", h, durable="risk")
     await bus.drain()
     assert got == [b"1", b"2", b"1"]
-    assert len(bus.stream_messages("HEAN_TRADING")) == 3
+    assert len(bus.stream_messages("HEAN_SIGNALS")) == 3
 
 
 async def test_kv() -> None:

@@ -109,7 +109,7 @@ async def test_pipelined_output_is_stored_before_its_input_is_acknowledged(nats_
     await bus.subscribe("hean.signal.>", relay, durable="ack_after_store")
     await bus.publish("hean.signal.s.BTC", b"in", msg_id="in-1")
     await wait_for(lambda: handled == [b"in"])
-    consumer = await bus.js.consumer_info("HEAN_TRADING", "ack_after_store")
+    consumer = await bus.js.consumer_info("HEAN_SIGNALS", "ack_after_store")
     assert consumer.num_ack_pending == 1  # output not stored: input not acknowledged
     assert bus._confirming  # its store is being retried
 
@@ -117,7 +117,7 @@ async def test_pipelined_output_is_stored_before_its_input_is_acknowledged(nats_
     await bus.flush(timeout_s=30)
     alerts = await bus.js.stream_info("HEAN_ALERTS")
     assert alerts.state.messages == 1
-    consumer = await bus.js.consumer_info("HEAN_TRADING", "ack_after_store")
+    consumer = await bus.js.consumer_info("HEAN_SIGNALS", "ack_after_store")
     assert (consumer.num_ack_pending, consumer.num_redelivered) == (0, 0)
     assert consumer.ack_floor.stream_seq == consumer.delivered.stream_seq
     assert handled == [b"in"]
@@ -190,4 +190,23 @@ async def test_slow_consumer_is_reported_and_memory_stays_bounded(nats_url: str)
     assert bus.pending_messages() <= 100  # bounded: the excess was dropped, not buffered
     release.set()
     await pub.close()
+    await bus.close()
+
+
+async def test_streams_from_before_signals_had_their_own_stream_are_migrated(nats_url: str):
+    """A store created when signals lived in HEAN_TRADING: the ledger stream gives the signal
+    subjects up and HEAN_SIGNALS takes them, without touching what the ledger holds."""
+    from hean_proto.subjects import SIGNAL, STREAMS
+
+    bus = await NatsBus.connect(nats_url, "test")
+    trading = next(s for s in STREAMS if s.name == "HEAN_TRADING")
+    await bus.js.add_stream(name="HEAN_TRADING", subjects=[SIGNAL.pattern(), *trading.subjects])
+    await bus.publish("hean.order.approved.arb", b"kept", msg_id="kept-1")
+    await bus.ensure_streams()
+    info = await bus.js.stream_info("HEAN_TRADING")
+    assert SIGNAL.pattern() not in info.config.subjects and info.state.messages == 1
+    signals = await bus.js.stream_info("HEAN_SIGNALS")
+    assert signals.config.subjects == [SIGNAL.pattern()]
+    await bus.publish(SIGNAL.subject("arb", "BTCUSDT"), b"s", msg_id="s-1")
+    assert (await bus.js.stream_info("HEAN_SIGNALS")).state.messages == 1
     await bus.close()

@@ -39,7 +39,7 @@ from hean_proto.events import (
     Signal,
     SignalLeg,
 )
-from hean_proto.subjects import msg_id_for, subject_for
+from hean_proto.subjects import msg_id_for, stream_for, subject_for
 from hean_services.order_router import main as router_main
 from hean_services.risk_killswitch import main as risk_main
 from tests.proc_helpers import HEAN, free_port_range, http_status
@@ -105,11 +105,11 @@ async def books_forever(bus: NatsBus) -> None:
 
 
 async def stored(url: str, subject: str) -> list:
-    """Every event the HEAN_TRADING stream holds under ``subject``, in order."""
+    """Every event the stream capturing ``subject`` holds under it, in order."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        sub = await js.pull_subscribe(subject, stream="HEAN_TRADING")
+        sub = await js.pull_subscribe(subject, stream=stream_for(subject).name)
         out = []
         while True:
             try:

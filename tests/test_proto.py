@@ -140,4 +140,5 @@ def test_stream_names_are_valid_and_streams_do_not_overlap() -> None:
         ]
         assert len(owners) <= 1, (subject, owners)
     assert subjects.stream_for("hean.order.approved.arb").name == "HEAN_TRADING"
+    assert subjects.stream_for(subjects.SIGNAL.subject("arb", "BTCUSDT")).name == "HEAN_SIGNALS"
     assert subjects.stream_for("hean.md.price.bybit.BTC") is None

@@ -67,6 +67,7 @@ MARKET_DATA = (
     sj.LIQUIDATION.pattern(),
 )
 _TRADING = "HEAN_TRADING"
+_SIGNALS = "HEAN_SIGNALS"
 _HISTORY = "HEAN_HISTORY"
 _ALERTS = "HEAN_ALERTS"
 
@@ -141,7 +142,7 @@ def service_grants() -> dict[str, Grant]:
                 sj.ORDER_UPDATE.pattern(),
                 sj.FUNDING_PAYMENT.pattern(),
             ),
-            consume=(_TRADING,),
+            consume=(_TRADING, _SIGNALS),
             kv=(sj.KV_RISK,),
         ),
         "order-router": Grant(

@@ -2,9 +2,9 @@
 
 The bench's nats-server writes as the deployed one does (``sync_interval: always``: an fsync
 per stored message). A stream stores its messages one after another, so one stream takes at
-most one message per fsync; separate streams fsync side by side. Signals and order intents
-share the HEAN_TRADING stream, so at 1,000 signals per second that stream must store 2,000
-messages per second; this figure says whether the disk allows it.
+most one message per fsync; separate streams fsync side by side, which is why signals have
+their own stream (HEAN_SIGNALS) apart from the intents and the rest of the ledger
+(HEAN_TRADING). This figure says how many messages a second each of them can take.
 """
 
 from __future__ import annotations
