@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import io
 import json
 import time
@@ -23,6 +24,7 @@ from hean.backtest.accounts import accounts
 from hean.backtest.costs import CostModel
 from hean.backtest.data import PriceSeries, load_history
 from hean.backtest.engine import BacktestConfig, run_backtest
+from hean.backtest.report import write_outputs
 from hean.backtest.stack import LiveStack
 from hean.backtest.synthetic import START_MS, write_data_dir
 from hean.bus.nats import NatsBus
@@ -294,7 +296,13 @@ def test_spot_hedged_harvester_backtest_prices_spot_from_the_data(tmp_path) -> N
         costs=CostModel(slippage_bps=1.0),
         baseline=False,
     )
-    r = run_backtest(history, cfg).replay
+    result = run_backtest(history, cfg)
+    r = result.replay
+    write_outputs(result, tmp_path / "out", plot_png=False)
+    with open(tmp_path / "out" / "trades.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    entry = next(row for row in rows if row["kind"] == "entry")
+    assert " BTCUSDT spot @ " in entry["legs"] and entry["legs"].count(" spot @ ") == 1
     spot = [f for f in r.record.fills if f.instrument == "spot"]
     perp = [f for f in r.record.fills if f.instrument == "perp"]
     assert spot and len(spot) == len(perp)

@@ -188,7 +188,9 @@ def write_trades_csv(result: BacktestResult, path: Path) -> None:
         )
         for row in a.rows:
             legs = " | ".join(
-                f"{f.side} {f.qty:.6g} {f.venue} {f.symbol} @ {f.price:.6g}"
+                f"{f.side} {f.qty:.6g} {f.venue} {f.symbol}"
+                + (" spot" if f.instrument == "spot" else "")
+                + f" @ {f.price:.6g}"
                 + (" (unwind)" if f.client_order_id.startswith("U") else "")
                 for f in row.fills
             )
