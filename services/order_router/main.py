@@ -31,6 +31,7 @@ from hean.execution.store import BookStore
 from hean.risk.latch import LatchError, load_record
 from hean.runtime.runner import ServiceApp, ServiceContext
 from hean.venues.base import VenueClient, VenueError
+from hean.venues.symbols import base_asset
 from hean_proto import codec
 from hean_proto.events import Alert, ControlCommand, OrderIntent
 from hean_proto.subjects import CONTROL, ORDER_APPROVED
@@ -167,6 +168,7 @@ def build(
             log.warning("kill switch HALTED at start: cancelled %d open orders", n)
         if settings.live:
             await _check_positions(ctx, executor)
+            await _check_spot_holdings(ctx, executor)
         now = ctx.runtime.clock.now_ms()
         await ctx.runtime.emit([p.event(now) for p in executor.book.ledger.positions.values()])
 
@@ -346,6 +348,41 @@ async def _check_positions(ctx: ServiceContext, executor: Executor) -> None:
                             severity="critical",
                             title=f"position mismatch on {venue} {symbol}",
                             text=f"venue holds {a:.12g}, ledger holds {b:.12g}",
+                        )
+                    ]
+                )
+
+
+async def _check_spot_holdings(ctx: ServiceContext, executor: Executor) -> None:
+    """Spot holdings are account balances, which may also hold the owner's own coins, so the
+    venue only has to hold at least what the ledger says; less means a sell would fail."""
+    for venue, client in executor.spot.items():
+        ours = {
+            p.symbol: p.qty
+            for p in executor.book.ledger.positions.values()
+            if p.venue == venue and p.instrument == "spot" and p.qty > 0
+        }
+        if not ours:
+            continue
+        try:
+            balances = {b.asset: b.total for b in await client.fetch_balance()}
+        except (VenueError, TimeoutError) as exc:
+            log.error("spot balances of %s unavailable for reconciliation: %s", venue, exc)
+            continue
+        for symbol, qty in ours.items():
+            asset = base_asset(symbol)
+            held = balances.get(asset or "", 0.0)
+            if held < qty * (1 - 1e-9):
+                now = ctx.runtime.clock.now_ms()
+                await ctx.runtime.emit(
+                    [
+                        Alert(
+                            ts_ms=now,
+                            key=f"spot-shortfall:{venue}:{symbol}",
+                            kind="risk",
+                            severity="critical",
+                            title=f"spot holding short on {venue} {symbol}",
+                            text=f"venue balance {asset} {held:.12g}, ledger holds {qty:.12g}",
                         )
                     ]
                 )
