@@ -333,3 +333,49 @@ def test_spot_sell_cannot_open_a_short_and_positions_are_kept_per_instrument() -
     assert intent.legs[0].instrument == "spot" and intent.legs[0].qty == pytest.approx(2.0)
     # the approved exit is pending: a second sell of the same holding would open a short
     assert not decide(e, sig(legs=sell, reduce_only=True)).approved
+
+
+def test_pending_exposure_kept_as_orders_come_and_go_equals_a_recount() -> None:
+    """The per-signal exposure check reads a running sum of the orders in flight; after every
+    approval, settlement, expiry and halt it equals the sum recounted from the orders."""
+    import random
+
+    def recount(e: RiskEngine) -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for p in e.pending.values():
+            out[(p.instrument, p.symbol)] = out.get((p.instrument, p.symbol), 0.0) + p.notional_usd
+        return out
+
+    def pending_part(e: RiskEngine) -> dict[tuple[str, str], float]:
+        return {k: v for k, v in e._pending_usd.items() if v > 1e-9}
+
+    rng = random.Random(5)
+    e = engine(
+        capital_usd=1e9,
+        max_symbol_exposure_frac=1.0,
+        max_gross_exposure_frac=1.0,
+        max_rejections=1_000_000,
+    )
+    e.on_price(tick("binance"), T)
+    now = T
+    most = 0
+    for step in range(400):
+        now += rng.choice((0, 50, 500))
+        e.on_price(tick(ts=now), now)
+        e.on_price(tick("binance", ts=now), now)
+        roll = rng.random()
+        if roll < 0.5:
+            legs = [SignalLeg(venue=rng.choice(("bybit", "binance")), symbol="BTCUSDT", side="buy")]
+            size = rng.uniform(1e-6, 1e-4)
+            assert decide(e, sig(ts_ms=now, legs=legs, size_frac=size), now).approved
+        elif roll < 0.8 and e.pending:
+            cid = rng.choice(list(e.pending))
+            e.on_order_update(_update(cid, rng.choice(("filled", "canceled", "rejected"))), now)
+        else:
+            e.on_tick(now + rng.choice((0, e.limits.pending_ttl_ms)))
+        assert pending_part(e) == pytest.approx(recount(e)), step
+        most = max(most, len(e.pending))
+    assert most >= 5  # many orders were in flight at once, so the sums were not trivial
+    assert decide(e, sig(ts_ms=now), now).approved and e.pending
+    e.halt("test", now)
+    assert e._pending_usd == {} and e.pending == {}

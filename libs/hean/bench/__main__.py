@@ -62,6 +62,7 @@ def main() -> int:
     }
     results.update(_nats_benches(args.events, args.seconds))
     for key, module, func in (
+        ("risk_decision", "hean.bench.risk", "risk_decisions"),
         ("funding_predictor_batch", "hean.bench.models", "funding_batch"),
         ("backtest_replay", "hean.backtest.bench", "replay_throughput"),
     ):
@@ -93,7 +94,7 @@ def render(r: dict) -> str:
     lines += _pipeline_lines(r.get("pipeline_processes", []))
     lines += ["", "the same, each stage in its own process, nats-server fsync every 2 min"]
     lines += _pipeline_lines(r.get("pipeline_processes_sync_2m", []))
-    for key in ("funding_predictor_batch", "backtest_replay"):
+    for key in ("risk_decision", "funding_predictor_batch", "backtest_replay"):
         lines.append("")
         lines.append(f"{key}: {json.dumps(r[key])}")
     return "\n".join(lines)

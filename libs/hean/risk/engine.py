@@ -117,6 +117,9 @@ class RiskEngine:
         perpetual, the venue's index for spot."""
         self.venue_seen: dict[str, _Quote] = {}
         self.pending: dict[str, _Pending] = {}
+        self._pending_usd: dict[tuple[str, str], float] = {}
+        """(instrument, symbol) -> notional of ``pending``, kept as it changes: the exposure
+        check runs on every signal and must not walk every order in flight."""
         self.rejections: deque[int] = deque()
         self.protections: dict[str, _Protection] = {}
         self.decided: dict[str, None] = {}
@@ -173,6 +176,7 @@ class RiskEngine:
             return []
         self._set_state("HALTED", reason, now_ms)
         self.pending.clear()
+        self._pending_usd.clear()
         out: list[Output] = [
             self.state_event(now_ms),
             Publish(
@@ -309,7 +313,7 @@ class RiskEngine:
 
     def on_order_update(self, update: OrderUpdate, now_ms: int) -> list[Output]:
         if update.status in ("filled", "canceled", "rejected", "unwound", "unknown"):
-            self.pending.pop(update.client_order_id, None)
+            self._unpend(update.client_order_id)
         if update.status == "unwound":
             self.protections.pop(update.intent_id, None)
         if update.status != "rejected" or update.reason.startswith("refused"):
@@ -327,7 +331,7 @@ class RiskEngine:
 
     def on_tick(self, now_ms: int) -> list[Output]:
         for cid in [c for c, p in self.pending.items() if p.expires_ms <= now_ms]:
-            del self.pending[cid]
+            self._unpend(cid)
         out = self._watch_equity(now_ms)
         if now_ms - self.last_publish_ms >= self.limits.state_publish_ms:
             out.append(self.state_event(now_ms))
@@ -473,14 +477,17 @@ class RiskEngine:
             take_profit_frac=signal.take_profit_frac,
         )
         for leg in legs:
-            self.pending[leg.client_order_id] = _Pending(
-                leg.venue,
-                leg.symbol,
-                leg.notional_usd,
-                now_ms + self.limits.pending_ttl_ms,
-                leg.instrument,
-                leg.side,
-                leg.qty,
+            self._pend(
+                leg.client_order_id,
+                _Pending(
+                    leg.venue,
+                    leg.symbol,
+                    leg.notional_usd,
+                    now_ms + self.limits.pending_ttl_ms,
+                    leg.instrument,
+                    leg.side,
+                    leg.qty,
+                ),
             )
         if not signal.reduce_only and (signal.stop_loss_frac or signal.take_profit_frac):
             self.protections[intent.id] = _Protection(intent)
@@ -604,6 +611,25 @@ class RiskEngine:
                 )
         return reasons, legs
 
+    def _pend(self, client_order_id: str, p: _Pending) -> None:
+        self._unpend(client_order_id)
+        self.pending[client_order_id] = p
+        key = (p.instrument, p.symbol)
+        self._pending_usd[key] = self._pending_usd.get(key, 0.0) + p.notional_usd
+
+    def _unpend(self, client_order_id: str) -> None:
+        p = self.pending.pop(client_order_id, None)
+        if p is None:
+            return
+        key = (p.instrument, p.symbol)
+        left = self._pending_usd.get(key, 0.0) - p.notional_usd
+        if left <= EPS or not self.pending:
+            self._pending_usd.pop(key, None)
+        else:
+            self._pending_usd[key] = left
+        if not self.pending:
+            self._pending_usd.clear()
+
     def spot_held(self, venue: str, symbol: str) -> float:
         """Spot base units held on a venue, less the spot sells approved but not yet settled."""
         pos = self.record.positions.get(position_key(venue, symbol, "spot"))
@@ -622,9 +648,9 @@ class RiskEngine:
             price = (quote.price if quote else None) or pos.mark_price or pos.entry_price or 0.0
             row = out.setdefault(instrument, {})
             row[symbol] = row.get(symbol, 0.0) + abs(pos.qty) * price
-        for p in self.pending.values():
-            row = out.setdefault(p.instrument, {})
-            row[p.symbol] = row.get(p.symbol, 0.0) + p.notional_usd
+        for (instrument, symbol), usd in self._pending_usd.items():
+            row = out.setdefault(instrument, {})
+            row[symbol] = row.get(symbol, 0.0) + usd
         return out
 
     def exposure(self) -> tuple[dict[str, float], float]:
