@@ -168,6 +168,7 @@ def test_cli_backtests_the_hunter(cascade_dir, tmp_path: Path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "cascade forecasts" in text and "momentum is measured over 23 h" in text
+    assert "forecasts before then are in-sample" in text  # the synthetic days precede 2025
     assert (out / "results.json").exists() and (out / "trades.csv").exists()
     rc = cli(
         [

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+import pandas as pd
+
 from hean.backtest.baselines import NaiveCarry, NaiveSpread
 from hean.backtest.costs import CostModel
 from hean.backtest.data import BacktestDataError, History
@@ -278,6 +280,15 @@ def _cascade_predictor(history: History, model_dir: str | None) -> ServiceLogic:
             f"cascade model {model.version} uses {model.bar_ms // 60_000} min bars; the history "
             "here is daily, so only a daily model can be backtested on it"
         )
+    held_out = (model.meta.get("split") or {}).get("test_start_ms")
+    if held_out is not None and history.start_ms < int(held_out):
+        note = (
+            f"cascade model {model.version} was fitted on days before "
+            f"{pd.Timestamp(int(held_out), unit='ms', tz='UTC'):%Y-%m-%d}: forecasts before "
+            "then are in-sample (it saw those days), from then on out of sample"
+        )
+        if note not in history.notes:
+            history.notes.append(note)
     config = dataclasses.replace(PredictorConfig(), momentum_window_ms=MOMENTUM_WINDOW_MS)
     logic = LiquidationPredictorLogic(model, config)
     warm: list[tuple[int, int, Event]] = []
