@@ -338,18 +338,11 @@ async def _check_positions(ctx: ServiceContext, executor: Executor) -> None:
         for symbol in set(held) | set(ours):
             a, b = held.get(symbol, 0.0), ours.get(symbol, 0.0)
             if abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b)):
-                now = ctx.runtime.clock.now_ms()
-                await ctx.runtime.emit(
-                    [
-                        Alert(
-                            ts_ms=now,
-                            key=f"position-drift:{venue}:{symbol}",
-                            kind="risk",
-                            severity="critical",
-                            title=f"position mismatch on {venue} {symbol}",
-                            text=f"venue holds {a:.12g}, ledger holds {b:.12g}",
-                        )
-                    ]
+                await _critical(
+                    ctx,
+                    f"position-drift:{venue}:{symbol}",
+                    f"position mismatch on {venue} {symbol}",
+                    f"venue holds {a:.12g}, ledger holds {b:.12g}",
                 )
 
 
@@ -373,16 +366,17 @@ async def _check_spot_holdings(ctx: ServiceContext, executor: Executor) -> None:
             asset = base_asset(symbol)
             held = balances.get(asset or "", 0.0)
             if held < qty * (1 - 1e-9):
-                now = ctx.runtime.clock.now_ms()
-                await ctx.runtime.emit(
-                    [
-                        Alert(
-                            ts_ms=now,
-                            key=f"spot-shortfall:{venue}:{symbol}",
-                            kind="risk",
-                            severity="critical",
-                            title=f"spot holding short on {venue} {symbol}",
-                            text=f"venue balance {asset} {held:.12g}, ledger holds {qty:.12g}",
-                        )
-                    ]
+                await _critical(
+                    ctx,
+                    f"spot-shortfall:{venue}:{symbol}",
+                    f"spot holding short on {venue} {symbol}",
+                    f"venue balance {asset} {held:.12g}, ledger holds {qty:.12g}",
                 )
+
+
+async def _critical(ctx: ServiceContext, key: str, title: str, text: str) -> None:
+    """A reconciliation difference: it needs a human, so it is a critical risk alert."""
+    now = ctx.runtime.clock.now_ms()
+    await ctx.runtime.emit(
+        [Alert(ts_ms=now, key=key, kind="risk", severity="critical", title=title, text=text)]
+    )

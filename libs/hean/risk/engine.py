@@ -621,14 +621,15 @@ class RiskEngine:
         p = self.pending.pop(client_order_id, None)
         if p is None:
             return
+        if not self.pending:  # nothing in flight: drop any rounding left in the sums
+            self._pending_usd.clear()
+            return
         key = (p.instrument, p.symbol)
         left = self._pending_usd.get(key, 0.0) - p.notional_usd
-        if left <= EPS or not self.pending:
+        if left <= EPS:
             self._pending_usd.pop(key, None)
         else:
             self._pending_usd[key] = left
-        if not self.pending:
-            self._pending_usd.clear()
 
     def spot_held(self, venue: str, symbol: str) -> float:
         """Spot base units held on a venue, less the spot sells approved but not yet settled."""
