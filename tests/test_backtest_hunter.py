@@ -59,6 +59,28 @@ def write_cascade_dir(root: Path, n_bars: int = 85, seed: int = 3) -> tuple[Path
     return root, int(bars["time_ms"].min())
 
 
+def hunt_args(root: Path, out: Path, days: int, *extra: str) -> list[str]:
+    """`hean backtest` of the hunter at the loose thresholds, without plots."""
+    loose = ["--config", json.dumps(LOOSE), "--risk", json.dumps(RISK)]
+    return [
+        *["backtest", "--strategy", "liquidation_hunter", "--data", str(root)],
+        *["--days", str(days), *loose, "--out", str(out), "--no-plot", *extra],
+    ]
+
+
+def scaled_from(root: Path, other: Path, cut: int) -> Path:
+    """A copy of ``root`` whose bars and open interest from ``cut`` on are 37 % higher."""
+    for f in root.rglob("*.csv"):
+        df = pd.read_csv(f)
+        later = (df["timestamp"] * (1000 if "oi_close" in df else 1)) >= cut
+        cols = ["oi_close"] if "oi_close" in df else ["open", "high", "low", "close"]
+        df.loc[later, cols] = df.loc[later, cols] * 1.37
+        out = other / f.relative_to(root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+    return other
+
+
 @pytest.fixture(scope="module")
 def cascade_dir(tmp_path_factory) -> tuple[Path, int]:
     return write_cascade_dir(tmp_path_factory.mktemp("cascade"))
@@ -106,16 +128,7 @@ def test_the_hunter_trades_the_live_chain_on_daily_history(cascade_dir):
 def test_changing_later_bars_changes_nothing_before_them(cascade_dir, tmp_path: Path):
     root, t0 = cascade_dir
     start, cut, end = t0 + 42 * DAY_MS, t0 + 60 * DAY_MS, t0 + 75 * DAY_MS
-    other = tmp_path / "shifted"
-    for f in root.rglob("*.csv"):
-        df = pd.read_csv(f)
-        key = "timestamp"
-        later = (df[key] * (1000 if "oi_close" in df else 1)) >= cut
-        cols = ["oi_close"] if "oi_close" in df else ["open", "high", "low", "close"]
-        df.loc[later, cols] = df.loc[later, cols] * 1.37
-        out = other / f.relative_to(root)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, index=False)
+    other = scaled_from(root, tmp_path / "shifted", cut)
     cfg = BacktestConfig(
         strategy="liquidation_hunter", strategy_config=LOOSE, risk=RISK, baseline=False
     )
@@ -147,24 +160,7 @@ def test_clear_errors_for_histories_the_hunter_cannot_use(cascade_dir, tmp_path:
 def test_cli_backtests_the_hunter(cascade_dir, tmp_path: Path, capsys):
     root, _ = cascade_dir
     out = tmp_path / "hunt"
-    rc = cli(
-        [
-            "backtest",
-            "--strategy",
-            "liquidation_hunter",
-            "--data",
-            str(root),
-            "--days",
-            "10",
-            "--config",
-            json.dumps(LOOSE),
-            "--risk",
-            json.dumps(RISK),
-            "--out",
-            str(out),
-            "--no-plot",
-        ]
-    )
+    rc = cli(hunt_args(root, out, 10))
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "cascade forecasts" in text and "momentum is measured over 23 h" in text
@@ -182,3 +178,82 @@ def test_cli_backtests_the_hunter(cascade_dir, tmp_path: Path, capsys):
         ]
     )
     assert rc == 2 and "daily cascade history only" in capsys.readouterr().out
+
+
+def _walk_forward_replay(root: Path, start: int, end: int):
+    from hean.backtest.walkforward import CascadeWalkForward
+    from hean.ml.cascade.data import load_bars
+    from hean.ml.cascade.model import DEFAULT_DIR, CascadeModel
+
+    wf = CascadeWalkForward(load_bars(root), start, CascadeModel.load(DEFAULT_DIR), 15)
+    cfg = BacktestConfig(
+        strategy="liquidation_hunter",
+        strategy_config=LOOSE,
+        risk=RISK,
+        baseline=False,
+        walk_forward=wf,
+    )
+    history = load_cascade_history(root, start, end)
+    return replay(history, build("liquidation_hunter", LOOSE), cfg), wf
+
+
+@pytest.fixture(scope="module")
+def long_cascade_dir(tmp_path_factory) -> tuple[Path, int]:
+    """240 days: enough past before each window for the cascade model's own time split."""
+    return write_cascade_dir(tmp_path_factory.mktemp("cascade_long"), n_bars=240)
+
+
+def test_walk_forward_trains_each_cascade_model_only_on_bars_closed_before_its_window(
+    long_cascade_dir, tmp_path: Path
+):
+    root, t0 = long_cascade_dir
+    start, end = t0 + 170 * DAY_MS, t0 + 215 * DAY_MS
+    r, wf = _walk_forward_replay(root, start, end)
+    models = r.models
+    assert [m["from_ms"] for m in models] == [start, start + 15 * DAY_MS, start + 30 * DAY_MS]
+    assert [m["to_ms"] for m in models] == [start + 15 * DAY_MS, start + 30 * DAY_MS, None]
+    for m in models:
+        closed = wf.bars["time_ms"] + DAY_MS <= m["from_ms"]
+        assert m["trained_on_bars"] == int(closed.sum()) > 0
+        assert m["last_bar_ms"] + DAY_MS <= m["from_ms"]  # its newest bar had closed
+        assert m["last_bar_ms"] == int(wf.bars.loc[closed, "time_ms"].max())
+        assert m["version"].startswith("cascade-rf-wf")
+    assert models[1]["trained_on_bars"] > models[0]["trained_on_bars"]
+    assert len({m["version"] for m in models}) == 3
+    assert r.record.cascades
+    for f in r.record.cascades:  # each forecast came from its window's model
+        window = max(i for i, m in enumerate(models) if m["from_ms"] <= f.ts_ms)
+        assert f.model_version == models[window]["version"]
+
+    # bars from the second window on are changed: the models of the windows before are the
+    # same weights (same digest) and every forecast before the change is the same
+    cut = start + 15 * DAY_MS
+    r2, _ = _walk_forward_replay(scaled_from(root, tmp_path / "scaled", cut), start, end)
+    assert [m["version"] for m in r2.models[:2]] == [m["version"] for m in models[:2]]
+
+    def forecasts(rr, keep):
+        return [(f.ts_ms, f.symbol, f.probability) for f in rr.record.cascades if keep(f.ts_ms)]
+
+    assert forecasts(r, lambda t: t < cut) == forecasts(r2, lambda t: t < cut)
+    assert forecasts(r, lambda t: t >= cut) != forecasts(r2, lambda t: t >= cut)
+
+
+def test_walk_forward_that_starts_too_early_to_train_says_so(long_cascade_dir):
+    root, t0 = long_cascade_dir
+    with pytest.raises(ValueError, match=r"cannot train the cascade model.*start the range later"):
+        _walk_forward_replay(root, t0 + 12 * DAY_MS, t0 + 20 * DAY_MS)
+
+
+def test_cli_walk_forward_backtests_the_hunter(long_cascade_dir, tmp_path: Path, capsys):
+    root, _ = long_cascade_dir
+    out = tmp_path / "hunt_wf"
+    rc = cli(hunt_args(root, out, 20, "--walk-forward", "--wf-window-days", "10"))
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    s = json.loads((out / "results.json").read_text())
+    models = s["walk_forward_models"]
+    assert len(models) == 2 and all(m["version"] in text for m in models)
+    assert "daily bars closed before it" in text
+    assert not any("in-sample" in n for n in s["coverage"]["notes"])
+    missing = str(tmp_path / "none")
+    assert cli(hunt_args(root, out, 20, "--walk-forward", "--cascade-model", missing)) == 2

@@ -62,7 +62,8 @@ class BacktestConfig:
     spread_horizon_hours: float = 72.0
     baseline: bool = True
     walk_forward: Any = None
-    """A ``walkforward.WalkForward`` to retrain the funding model per window, or None."""
+    """A ``walkforward.WalkForward`` (funding model) or ``CascadeWalkForward`` (cascade model)
+    to retrain the strategy's model per window, or None."""
     cascade_model_dir: str | None = None
     """Cascade model for the liquidation predictor; None = the shipped daily model."""
 
@@ -160,7 +161,9 @@ async def _replay(
                 "prices; this history has no open interest (use the cascade history: "
                 "`hean backtest --strategy liquidation_hunter`)"
             )
-        cascade = _cascade_predictor(history, cfg.cascade_model_dir)
+        cascade = _cascade_predictor(
+            history, cfg.cascade_model_dir, in_sample_note=cfg.walk_forward is None
+        )
     venues = history.venues or sorted(
         {e.venue for e in history.funding} | {e.venue for e in history.warmup}
     )
@@ -183,6 +186,8 @@ async def _replay(
     if cascade is not None and cascade.model is not None:
         out.model_version = cascade.model.version
     wf = cfg.walk_forward
+    if wf is not None and predictor is None and cascade is None:
+        raise ValueError(f"walk-forward: {strategy.name} uses no model")
     quotes: dict[tuple[str, str], Quote] = {}
     for e in history.warmup:
         quotes[(e.venue, e.symbol)] = _quote(e, cfg.costs)
@@ -212,8 +217,8 @@ async def _replay(
     for t, group in groupby(items, key=lambda x: x[0]):
         batch = list(group)
         stack.clock.set(t)
-        if wf is not None and predictor is not None:
-            wf.maybe_retrain(t, predictor.logic, out)
+        if wf is not None:
+            wf.maybe_retrain(t, predictor.logic if predictor else cascade, out)
         await stack.tick(stack.risk)  # the risk state the router's gate needs, fresh
         settled: list[FundingRate] = []
         others: list[Event] = []
@@ -259,11 +264,14 @@ async def _replay(
     return out
 
 
-def _cascade_predictor(history: History, model_dir: str | None) -> ServiceLogic:
+def _cascade_predictor(
+    history: History, model_dir: str | None, *, in_sample_note: bool = True
+) -> ServiceLogic:
     """The live liquidation predictor with a daily cascade model, fed the bars before the range.
 
-    Momentum is measured over 23 h: daily bars have no 15-minute prices, and a window with no
-    price in it would give no momentum at all.
+    Under walk-forward this model only receives the warm-up bars; each window's own model is
+    swapped in before the window's first event. Momentum is measured over 23 h: daily bars
+    have no 15-minute prices, and a window with no price in it would give no momentum at all.
     """
     import dataclasses
 
@@ -281,7 +289,7 @@ def _cascade_predictor(history: History, model_dir: str | None) -> ServiceLogic:
             "here is daily, so only a daily model can be backtested on it"
         )
     held_out = (model.meta.get("split") or {}).get("test_start_ms")
-    if held_out is not None and history.start_ms < int(held_out):
+    if in_sample_note and held_out is not None and history.start_ms < int(held_out):
         note = (
             f"cascade model {model.version} was fitted on days before "
             f"{pd.Timestamp(int(held_out), unit='ms', tz='UTC'):%Y-%m-%d}: forecasts before "

@@ -1,16 +1,22 @@
-"""Walk-forward: the funding model serving each window was trained only on data before it.
+"""Walk-forward: the model serving each window was trained only on data before it.
 
-At the start of every window (``window_days`` from the start of the range) the funding LSTM
-is trained again with the live training code (``hean.ml.funding.train.train_model``) on the
-settlements strictly before the window's start, and swapped into the live predictor the way
-the service hot-reloads a model. Training splits by time inside that past as it always does
-(walk-forward folds, then a final fit).
+At the start of every window (``window_days`` from the start of the range) the model is trained
+again with its live training code on what was known strictly before the window's start, and
+swapped into the live predictor the way the service hot-reloads a model. Two models do this:
 
-Full training (four folds and a final fit of up to 20 epochs over up to 100,000 sequences)
-takes minutes per window, so the default here is a smaller configuration: ``epochs=3``,
-``max_train=20,000`` sequences per epoch, two folds, the same architecture. The report lists
-it with every window's model. Model versions are named from the window start and a digest of
-the weights, so the same inputs give the same names.
+* the funding LSTM (``WalkForward``), trained by ``hean.ml.funding.train.train_model`` on the
+  settlements before the window. Full training (four folds and a final fit of up to 20 epochs
+  over up to 100,000 sequences) takes minutes per window, so the default here is a smaller
+  configuration: ``epochs=3``, ``max_train=20,000`` sequences per epoch, two folds, the same
+  architecture. The report lists it with every window's model;
+* the daily cascade RandomForest (``CascadeWalkForward``), trained by
+  ``hean.ml.cascade.train.train_model`` on the daily bars that had closed before the window,
+  with the recipe (label rule, forest settings, leverage buckets, cluster settings) of the
+  model it replaces. A bar's label is the next bar, so the newest bar before a window has no
+  label and is not a training row: no label reaches past the window's start.
+
+Model versions are named from the window start and a digest of the weights, so the same inputs
+give the same names.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -34,21 +41,19 @@ def small_config() -> TrainConfig:
     return TrainConfig(epochs=3, max_train=20_000, folds=2)
 
 
-@dataclass
-class WalkForward:
-    frame: pd.DataFrame
-    """Raw settlements (normalised table layout), at least everything before the range end."""
-    start_ms: int
-    window_days: float = 30.0
-    train: TrainConfig = field(default_factory=small_config)
-    next_ms: int = -1
+def _utc(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
-    def __post_init__(self) -> None:
-        if self.window_days <= 0:
+
+class _Windows:
+    """Window boundaries and the bookkeeping of which model served which window."""
+
+    def __init__(self, start_ms: int, window_days: float) -> None:
+        if window_days <= 0:
             raise ValueError("walk-forward window must be > 0 days")
-        self.next_ms = self.start_ms
-        times = pd.to_datetime(self.frame["funding_time_utc"], utc=True)
-        self._times_ms = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+        self.start_ms = start_ms
+        self.window_days = window_days
+        self.next_ms = start_ms
 
     @property
     def window_ms(self) -> int:
@@ -65,10 +70,39 @@ class WalkForward:
             replay.models[-1]["to_ms"] = boundary
         entry = self.train_until(boundary)
         entry["from_ms"] = boundary
-        entry["from_utc"] = pd.Timestamp(boundary, unit="ms", tz="UTC").isoformat()
+        entry["from_utc"] = _utc(boundary)
         entry["to_ms"] = None
+        model = entry.pop("model")
         replay.models.append(entry)
-        logic.set_forecaster(entry.pop("forecaster"))
+        self.swap(logic, model)
+
+    def train_until(self, boundary_ms: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def swap(self, logic: Any, model: Any) -> None:
+        raise NotImplementedError
+
+
+class WalkForward(_Windows):
+    """The funding LSTM, retrained per window on the settlements before it."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        start_ms: int,
+        window_days: float = 30.0,
+        train: TrainConfig | None = None,
+    ) -> None:
+        """``frame``: raw settlements (normalised table layout), at least everything before the
+        range end."""
+        self.frame = frame
+        self.train = train or small_config()
+        _Windows.__init__(self, start_ms, window_days)
+        times = pd.to_datetime(self.frame["funding_time_utc"], utc=True)
+        self._times_ms = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+
+    def swap(self, logic: Any, model: Any) -> None:
+        logic.set_forecaster(model)
 
     def train_until(self, boundary_ms: int) -> dict[str, Any]:
         from hean.ml.funding.data import clean_frame
@@ -91,6 +125,7 @@ class WalkForward:
         return {
             "version": version,
             "trained_on_rows": len(cleaned),
+            "trained_on": f"{len(cleaned)} settlements before it, {self.train.epochs} epochs",
             "trained_until_ms": boundary_ms,
             "last_row_utc": meta["data"]["last_utc"],
             "best_epoch": meta["best_epoch"],
@@ -101,5 +136,91 @@ class WalkForward:
                 "seq_len": self.train.seq_len,
             },
             "metrics_test": meta.get("metrics_test", {}).get("overall", {}),
-            "forecaster": forecaster,
+            "model": forecaster,
+        }
+
+
+class CascadeWalkForward(_Windows):
+    """The daily cascade model, retrained per window on the bars closed before it."""
+
+    def __init__(
+        self, bars: pd.DataFrame, start_ms: int, recipe: Any, window_days: float = 30.0
+    ) -> None:
+        """``bars``: daily bars as ``hean.ml.cascade.data.load_bars`` gives them (any symbols,
+        at least everything before the range end); ``recipe``: the ``CascadeModel`` whose
+        training settings each window's model repeats."""
+        _Windows.__init__(self, start_ms, window_days)
+        if int(recipe.bar_ms) != DAY_MS:
+            raise ValueError(f"cascade walk-forward needs a daily model; {recipe.version} is not")
+        self.bars = bars
+        self.recipe = recipe
+
+    def swap(self, logic: Any, model: Any) -> None:
+        logic.set_model(model)
+
+    def known_before(self, boundary_ms: int) -> pd.DataFrame:
+        """Bars that had closed (with their open interest) before ``boundary_ms``."""
+        return self.bars[(self.bars["time_ms"] + DAY_MS <= boundary_ms).to_numpy()]
+
+    def train_until(self, boundary_ms: int) -> dict[str, Any]:
+        from hean.ml.cascade.features import ClusterConfig
+        from hean.ml.cascade.featuresets import feature_set
+        from hean.ml.cascade.labels import LabelRule
+        from hean.ml.cascade.model import WEIGHTS, CascadeModel
+        from hean.ml.cascade.tiers import from_meta
+        from hean.ml.cascade.train import TrainConfig as ForestConfig
+        from hean.ml.cascade.train import train_model
+
+        meta0 = self.recipe.meta
+        cfg = replace(ForestConfig(), **meta0.get("train_config", {}))
+        past = self.known_before(boundary_ms)
+        day = pd.Timestamp(boundary_ms, unit="ms", tz="UTC").strftime("%Y%m%d")
+        if past.empty:
+            raise ValueError(f"walk-forward: no daily bars before {day} to train on")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                meta = train_model(
+                    past,
+                    tmp,
+                    cfg,
+                    bks=from_meta(meta0["leverage_buckets"]),
+                    cluster=ClusterConfig(**meta0["cluster"]),
+                    rule=LabelRule(**meta0.get("label_rule", {})),
+                    bar_ms=DAY_MS,
+                    fs=feature_set(meta0.get("feature_set", "daily")),
+                    data_source=f"walk-forward: daily bars before {day}",
+                    progress=log.debug,
+                )
+            except ValueError as exc:
+                first = pd.Timestamp(int(past["time_ms"].min()), unit="ms", tz="UTC")
+                raise ValueError(
+                    f"walk-forward: cannot train the cascade model on the {len(past)} daily "
+                    f"bars from {first:%Y-%m-%d} to before {day}: {exc}; start the range later"
+                ) from None
+            digest = hashlib.sha256(Path(tmp, WEIGHTS).read_bytes()).hexdigest()[:8]
+            model = CascadeModel.load(tmp)
+        version = f"cascade-rf-wf{day}-{digest}"
+        model.version = version
+        model.meta["version"] = version
+        test = meta.get("metrics_test", {})
+        auc = (test.get("model") or {}).get("auc")
+        last = int(past["time_ms"].max())
+        return {
+            "version": version,
+            "trained_on_rows": int(meta["split"]["rows"]["train"]),
+            "trained_on_bars": len(past),
+            "trained_on": f"{len(past)} daily bars closed before it"
+            + (f", held-out AUC {auc:.3f}" if auc is not None else ""),
+            "trained_until_ms": boundary_ms,
+            "last_bar_ms": last,
+            "last_row_utc": _utc(last),
+            "split": meta["split"],
+            "train_config": meta["train_config"],
+            "label_rule": meta["label_rule"],
+            "metrics_test": {
+                k: {"auc": v["auc"], "brier": v["brier"]}
+                for k, v in test.items()
+                if isinstance(v, dict) and "auc" in v
+            },
+            "model": model,
         }

@@ -66,14 +66,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--walk-forward",
         action="store_true",
-        help="retrain the funding model before each window on data before it only",
+        help="retrain the strategy's model (funding LSTM, or daily cascade forest for "
+        "liquidation_hunter) before each window on data before it only",
     )
     p.add_argument("--wf-window-days", type=float, default=30.0, help="walk-forward window")
     p.add_argument(
-        "--wf-epochs", type=int, default=3, help="epochs per walk-forward retraining (default 3)"
+        "--wf-epochs",
+        type=int,
+        default=3,
+        help="funding model: epochs per walk-forward retraining (default 3)",
     )
     p.add_argument(
-        "--wf-max-train", type=int, default=20_000, help="sequences per epoch when retraining"
+        "--wf-max-train",
+        type=int,
+        default=20_000,
+        help="funding model: sequences per epoch when retraining",
     )
     p.add_argument(
         "--cascade-model",
@@ -160,10 +167,8 @@ def run(args: argparse.Namespace) -> int:
         if args.max_gross is not None:
             risk["max_gross_exposure_frac"] = args.max_gross
         cascade = _uses_cascades(name, config)
-        if cascade and (args.from_store or args.walk_forward):
-            raise ValueError(
-                f"{name} runs on the daily cascade history only (no --from-store or --walk-forward)"
-            )
+        if cascade and args.from_store:
+            raise ValueError(f"{name} runs on the daily cascade history only (no --from-store)")
         if cascade:
             from hean.backtest.cascade_history import last_bar_end_ms, load_cascade_history
 
@@ -192,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
                 data, start, end, venues=venues, symbols=symbols, keep_frame=args.walk_forward
             )
         walk = None
-        if args.walk_forward:
+        if args.walk_forward and cascade:
+            walk = _cascade_walk_forward(data, start, args)
+        elif args.walk_forward:
             from hean.backtest.walkforward import WalkForward, small_config
             from hean.strategies import build
             from hean_proto.events import FundingForecast
@@ -245,6 +252,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cascade_walk_forward(data: str | None, start: int, args: argparse.Namespace):
+    """Every daily bar in the data (all symbols: other symbols' past is no look-ahead) and the
+    cascade model whose recipe each window repeats."""
+    from hean.backtest import BacktestDataError
+    from hean.backtest.walkforward import CascadeWalkForward
+    from hean.ml.cascade.data import CascadeDataError, load_bars
+    from hean.ml.cascade.model import DEFAULT_DIR, CascadeModel, ModelLoadError
+
+    try:
+        bars = load_bars(data)
+        recipe = CascadeModel.load(args.cascade_model or DEFAULT_DIR)
+    except (CascadeDataError, ModelLoadError) as exc:
+        raise BacktestDataError(str(exc)) from None
+    return CascadeWalkForward(bars, start, recipe, args.wf_window_days)
+
+
 def render(s: dict) -> str:
     r = s["result"]
     cov = s["coverage"]["funding_series"]
@@ -291,10 +314,7 @@ def render(s: dict) -> str:
         f"buy and hold (perps, equal weight, no costs): {bh['total_return_frac'] * 100:+.2f} %"
     )
     for m in s.get("walk_forward_models") or []:
-        lines.append(
-            f"model {m['version']} from {m['from_utc']} (trained on {m['trained_on_rows']} "
-            f"settlements before it, {m['train_config']['epochs']} epochs)"
-        )
+        lines.append(f"model {m['version']} from {m['from_utc']} (trained on {m['trained_on']})")
     if not s.get("walk_forward_models") and s.get("model_version"):
         lines.append(f"model {s['model_version']} (shipped)")
     lines.append(f"book model: {s['costs']['book_model']}")
