@@ -135,6 +135,10 @@ class StreamSpec:
     max_age_s: float
     duplicate_window_s: float = 120.0
     description: str = ""
+    durable_each_write: bool = True
+    """Acknowledged only once on disk (fsynced as the server is configured). False for public
+    market data that can be fetched again: a single-replica stream is then written in the
+    background (JetStream ``persist_mode: async``), and a crash may lose its last writes."""
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -143,11 +147,11 @@ STREAMS: tuple[StreamSpec, ...] = (
         (FUNDING.pattern(), OPEN_INTEREST.pattern(), LISTING.pattern()),
         max_age_s=400 * 86400,
         description="funding settlements and snapshots, read back by predictors and backtests",
+        durable_each_write=False,
     ),
     StreamSpec(
         "HEAN_TRADING",
         (
-            RISK_DECISION.pattern(),
             ORDER_APPROVED.pattern(),
             ORDER_UPDATE.pattern(),
             FILL.pattern(),
@@ -157,7 +161,14 @@ STREAMS: tuple[StreamSpec, ...] = (
             CONTROL.pattern(),
         ),
         max_age_s=365 * 86400,
-        description="the ledger: signals, intents, orders, fills, positions, risk state",
+        description="the ledger: intents, orders, fills, positions, funding, risk state",
+    ),
+    StreamSpec(
+        "HEAN_DECISIONS",
+        (RISK_DECISION.pattern(),),
+        max_age_s=365 * 86400,
+        description="risk's decision on every signal; apart from the intents so that an "
+        "approval's two records are stored side by side, not one after the other",
     ),
     StreamSpec(
         "HEAN_SIGNALS",

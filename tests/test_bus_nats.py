@@ -210,3 +210,54 @@ async def test_streams_from_before_signals_had_their_own_stream_are_migrated(nat
     await bus.publish(SIGNAL.subject("arb", "BTCUSDT"), b"s", msg_id="s-1")
     assert (await bus.js.stream_info("HEAN_SIGNALS")).state.messages == 1
     await bus.close()
+
+
+async def test_streams_from_before_decisions_had_their_own_stream_are_migrated(nats_url: str):
+    """A store created when risk decisions lived in HEAN_TRADING: they move to HEAN_DECISIONS,
+    the intents stay, and an approval's decision and intent land in the two streams."""
+    from hean_proto.subjects import ORDER_APPROVED, RISK_DECISION, STREAMS
+
+    bus = await NatsBus.connect(nats_url, "test")
+    trading = next(s for s in STREAMS if s.name == "HEAN_TRADING")
+    old = [RISK_DECISION.pattern(), *trading.subjects]
+    await bus.js.add_stream(name="HEAN_TRADING", subjects=old)
+    await bus.publish(RISK_DECISION.subject("arb"), b"old decision", msg_id="d-0")
+    await bus.ensure_streams()
+    info = await bus.js.stream_info("HEAN_TRADING")
+    assert RISK_DECISION.pattern() not in info.config.subjects and info.state.messages == 1
+    await bus.publish(RISK_DECISION.subject("arb"), b"decision", msg_id="d-1")
+    await bus.publish(ORDER_APPROVED.subject("arb"), b"intent", msg_id="i-1")
+    assert (await bus.js.stream_info("HEAN_DECISIONS")).state.messages == 1
+    assert (await bus.js.stream_info("HEAN_TRADING")).state.messages == 2
+    await bus.close()
+
+
+async def test_market_history_is_written_in_the_background_and_the_ledger_on_disk(
+    nats_server: NatsServer,
+) -> None:
+    """HEAN_HISTORY (re-fetchable market data) does not wait for the disk on a single node;
+    every other stream does, and a ledger write acknowledged before a SIGKILL is still there."""
+    from nats.js.api import PersistMode
+
+    from hean.bus.nats import stream_config
+    from hean_proto.subjects import STREAMS
+
+    bus = await NatsBus.connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    modes = {s.name: (await bus.js.stream_info(s.name)).config.persist_mode for s in STREAMS}
+    assert modes.pop("HEAN_HISTORY") == PersistMode.ASYNC
+    assert modes and all(m in (None, PersistMode.DEFAULT) for m in modes.values()), modes
+    # replicated streams are durable through their replicas; async is for one replica only
+    assert all(stream_config(s, replicas=3).persist_mode is None for s in STREAMS)
+    await bus.ensure_streams()  # a second service starting: updates keep each stream's mode
+    info = await bus.js.stream_info("HEAN_HISTORY")
+    assert info.config.persist_mode == PersistMode.ASYNC
+
+    await bus.publish("hean.fill.bybit.BTCUSDT", b"fill", msg_id="f-1")
+    nats_server.kill()
+    await wait_for(lambda: not bus.connected)
+    nats_server.start()
+    await wait_for(lambda: bus.connected, timeout=30)
+    trading = await bus.js.stream_info("HEAN_TRADING")
+    assert trading.state.messages == 1
+    await bus.close()

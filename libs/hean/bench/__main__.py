@@ -109,6 +109,16 @@ def _pipeline_lines(runs: list[dict]) -> list[str]:
         )
         if p["lost"]:
             lines.append(f"      reached per stage: {p['reached']}")
+        stored = p.get("stored") or {}
+        if stored:
+            lines.append(
+                "      stored per event: "
+                + ", ".join(
+                    f"{name} {v['per_event']:g} "
+                    + ("(acked once written)" if v["waits_for_disk"] else "(written after ack)")
+                    for name, v in stored.items()
+                )
+            )
         for hop, lat in p["hops"].items():
             lines.append(f"      {hop:<22} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
     return lines

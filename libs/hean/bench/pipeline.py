@@ -3,8 +3,9 @@
 Five hops as in the system (collector -> predictor -> strategy -> risk -> router), each a
 Runtime on its own NATS connection. Market data and forecasts travel on core subjects;
 signals and intents through JetStream with durable consumers, as the real services use them.
-Each stage relays the event type it receives into the type the real service emits, so the
-figures are the bus and runtime cost of each hop, not the cost of the models.
+Each stage relays the event type it receives into what the real service emits (risk: a
+decision, then the intent), so the figures are the bus and runtime cost of each hop, not the
+cost of the models or of the risk checks (``hean.bench.risk`` measures those).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class _Stage(ServiceLogic):
         key = _key(event)
         self._stamps[self.name][key] = time.monotonic_ns()
         out = self._convert(event, now_ms)
-        return [out] if out is not None else []
+        if out is None:
+            return []
+        return out if isinstance(out, list) else [out]
 
 
 def _key(event: ev.Event) -> int:
@@ -83,6 +86,21 @@ def _signal(e: ev.FundingForecast, now: int) -> ev.Signal:
     )
 
 
+def _decide(e: ev.Signal, now: int) -> list[ev.Event]:
+    """What risk publishes for an approved signal, in its order: the decision, then the intent
+    (both stored in the ledger stream, one after the other)."""
+    intent = _intent(e, now)
+    decision = ev.RiskDecision(
+        ts_ms=now,
+        signal_id=e.id,
+        strategy=e.strategy,
+        symbol=e.symbol,
+        approved=True,
+        intent_id=intent.id,
+    )
+    return [decision, intent]
+
+
 def _intent(e: ev.Signal, now: int) -> ev.OrderIntent:
     leg = e.legs[0]
     return ev.OrderIntent(
@@ -123,7 +141,7 @@ def _stages(stamps: dict, run_id: str) -> list[_Stage]:
         _Stage(
             "risk",
             [Input(subjects.SIGNAL.pattern("bench"), (ev.Signal,), durable=f"bench_risk_{run_id}")],
-            _intent,
+            _decide,
             stamps,
         ),
         _Stage(
@@ -197,6 +215,24 @@ async def _offer(url: str, rate: int, seconds: float) -> tuple[dict[int, int], f
     return sent, publish_s
 
 
+async def _stored(url: str, events: int) -> dict[str, dict]:
+    """Messages each stream stored per event offered, and whether each write waited for the
+    disk (default persist mode) or was written in the background: what the fsyncs went to."""
+    from nats.js.api import PersistMode
+
+    bus = await NatsBus.connect(url, "bench-stored")
+    out = {}
+    for spec in subjects.STREAMS:
+        info = await bus.js.stream_info(spec.name)
+        if info.state.messages:
+            out[spec.name] = {
+                "per_event": round(info.state.messages / max(events, 1), 3),
+                "waits_for_disk": info.config.persist_mode != PersistMode.ASYNC,
+            }
+    await bus.close()
+    return out
+
+
 def _report(rate: int, sent: dict, stamps: dict, publish_s: float, drained_s: float) -> dict:
     chain = [sent, stamps["predictor"], stamps["strategy"], stamps["risk"], stamps["router"]]
     hops = {}
@@ -249,7 +285,9 @@ async def run_rate_processes(url: str, rate: int, seconds: float, run_id: str) -
     last = max((t for k, t in stamps["router"].items() if k in sent), default=0)
     first = min(sent.values(), default=0)
     drained = (last - first) / 1e9 if last else drained_s
-    return _report(rate, sent, stamps, publish_s, max(drained, publish_s))
+    report = _report(rate, sent, stamps, publish_s, max(drained, publish_s))
+    report["stored"] = await _stored(url, len(sent))
+    return report
 
 
 async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
@@ -275,4 +313,6 @@ async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
         await rt.stop()
     for bus in buses:
         await bus.close()
-    return _report(rate, sent, stamps, publish_s, drained_s)
+    report = _report(rate, sent, stamps, publish_s, drained_s)
+    report["stored"] = await _stored(url, total)
+    return report

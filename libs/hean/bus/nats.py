@@ -32,6 +32,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    PersistMode,
     StorageType,
     StreamConfig,
 )
@@ -280,6 +281,26 @@ async def _unsubscribe(psub: object) -> None:
             await asyncio.wait_for(psub.unsubscribe(), 2.0)  # type: ignore[attr-defined]
 
 
+def stream_config(spec: StreamSpec, replicas: int = 1) -> StreamConfig:
+    """The JetStream configuration of one of HEAN's streams.
+
+    Streams whose every write must survive a crash are left in the default persist mode (the
+    server's ``sync_interval`` applies: an fsync per write as HEAN deploys a single node). A
+    single-replica stream of re-fetchable market data is written in the background instead,
+    so that it does not spend the disk's fsyncs that signals, intents and fills wait on."""
+    background = not spec.durable_each_write and replicas == 1
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        max_age=spec.max_age_s,
+        duplicate_window=spec.duplicate_window_s,
+        storage=StorageType.FILE,
+        description=spec.description,
+        num_replicas=replicas,
+        persist_mode=PersistMode.ASYNC if background else None,
+    )
+
+
 class NatsBus(Bus):
     """Bus over a real nats-server."""
 
@@ -402,19 +423,14 @@ class NatsBus(Bus):
         ``replicas`` above 1 needs a JetStream cluster with at least that many nodes.
         """
         for spec in specs:
-            config = StreamConfig(
-                name=spec.name,
-                subjects=list(spec.subjects),
-                max_age=spec.max_age_s,
-                duplicate_window=spec.duplicate_window_s,
-                storage=StorageType.FILE,
-                description=spec.description,
-                num_replicas=replicas,
-            )
+            config = stream_config(spec, replicas)
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 with contextlib.suppress(nats.js.errors.BadRequestError):
+                    # a stream's persist mode is fixed at creation: keep the one it has
+                    info = await self.js.stream_info(spec.name)
+                    config.persist_mode = info.config.persist_mode
                     await self.js.update_stream(config)
 
     async def publish(
