@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from hean.bus.base import Message
 from hean.bus.nats import NatsBus
 from hean.natsserver import NatsServer
@@ -260,4 +262,17 @@ async def test_market_history_is_written_in_the_background_and_the_ledger_on_dis
     await wait_for(lambda: bus.connected, timeout=30)
     trading = await bus.js.stream_info("HEAN_TRADING")
     assert trading.state.messages == 1
+    await bus.close()
+
+
+async def test_a_stream_that_cannot_be_created_stops_the_start_with_the_reason(nats_url: str):
+    """Another stream already captures the risk decisions: HEAN_DECISIONS cannot exist, and
+    ensure_streams says so instead of leaving the service to publish into nothing."""
+    from hean.bus.nats import NatsSetupError
+    from hean_proto.subjects import RISK_DECISION
+
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.js.add_stream(name="SOMEONE_ELSES", subjects=[RISK_DECISION.pattern()])
+    with pytest.raises(NatsSetupError, match=r"HEAN_DECISIONS.*overlap"):
+        await bus.ensure_streams()
     await bus.close()

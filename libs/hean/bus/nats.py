@@ -47,6 +47,11 @@ class NatsConnectError(RuntimeError):
     """NATS could not be reached at start."""
 
 
+class NatsSetupError(RuntimeError):
+    """A stream HEAN needs could not be created (the server's reason is in the message): the
+    service stops at start rather than publish into a stream that is not there."""
+
+
 def _read_secret(path: str | None, setting: str) -> str:
     """A password from a mounted secret file; its value never reaches a message or log."""
     if not path:
@@ -426,11 +431,14 @@ class NatsBus(Bus):
             config = stream_config(spec, replicas)
             try:
                 await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                with contextlib.suppress(nats.js.errors.BadRequestError):
-                    # a stream's persist mode is fixed at creation: keep the one it has
+            except nats.js.errors.BadRequestError as exc:
+                try:
                     info = await self.js.stream_info(spec.name)
-                    config.persist_mode = info.config.persist_mode
+                except nats.js.errors.NotFoundError:
+                    raise NatsSetupError(f"cannot create stream {spec.name}: {exc}") from None
+                # a stream's persist mode is fixed at creation: keep the one it has
+                config.persist_mode = info.config.persist_mode
+                with contextlib.suppress(nats.js.errors.BadRequestError):
                     await self.js.update_stream(config)
 
     async def publish(

@@ -23,7 +23,7 @@ from fastapi import APIRouter
 from nats.micro import add_service
 
 import hean
-from hean.bus.nats import NatsBus, NatsConnectError
+from hean.bus.nats import NatsBus, NatsConnectError, NatsSetupError
 from hean.clock import SystemClock
 from hean.config import ConfigError, ServiceSettings, check_port_free
 from hean.logs import setup_logging
@@ -230,6 +230,6 @@ def run(build: Callable[[ServiceSettings], ServiceApp], settings: ServiceSetting
         # models and libraries are loaded by now: keep full collections off their objects
         heap.settle_after_startup()
         return eventloop.run(serve(app, settings))
-    except (ConfigError, NatsConnectError) as exc:
+    except (ConfigError, NatsConnectError, NatsSetupError) as exc:
         print(f"hean: {exc}", flush=True)
         return 2
