@@ -35,6 +35,9 @@ def _fresh(run, sync_interval: str = "always") -> dict:
 def _nats_benches(events: int, seconds: float) -> dict:
     out = {"bus": _fresh(lambda url: bus.run(url, events))}
     out["store"] = _fresh(store.run)
+    out["store_paced"] = [
+        _fresh(lambda url, n=n: store.paced_latency(url, n)) for n in (1, len(store.PACED_SUBJECTS))
+    ]
     out["pipeline"] = [
         _fresh(lambda url, r=rate: pipeline.run_rate(url, r, seconds, "r")) for rate in (1000, 5000)
     ]
@@ -86,6 +89,13 @@ def render(r: dict) -> str:
         "JetStream stored messages per second (fsync per message, as deployed)",
         f"  one stream                         {r['store']['one_stream_msgs_per_s']:>10,} msgs/s",
         f"  two streams side by side           {r['store']['two_streams_msgs_per_s']:>10,} msgs/s",
+        "",
+        "publish -> delivery through the bus at 1,000/s per stream, fsync per message, no service",
+        *(
+            f"  {p['streams']} stream(s) at once: delivered {p['delivered']} of {p['sent']}, "
+            f"p50 {p['p50_ms']} ms  p99 {p['p99_ms']} ms"
+            for p in r.get("store_paced", [])
+        ),
         "",
         "pipeline collector->predictor->strategy->risk->router over NATS, one process",
     ]

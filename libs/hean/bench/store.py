@@ -15,6 +15,8 @@ import time
 import nats
 from nats.js.api import StorageType, StreamConfig
 
+from hean_proto import subjects
+
 PAYLOAD = b"x" * 400
 """About the size of an encoded signal or intent."""
 
@@ -43,4 +45,61 @@ async def run(url: str, n: int = 3000) -> dict:
         "messages": n,
         "one_stream_msgs_per_s": round((one + one_again) / 2),
         "two_streams_msgs_per_s": round(two),
+    }
+
+
+PACED_SUBJECTS = (
+    subjects.SIGNAL.subject("bench", "BTCUSDT"),
+    subjects.ORDER_APPROVED.subject("bench"),
+    subjects.RISK_DECISION.subject("bench"),
+)
+"""One subject in each of the streams an approved signal writes to (signals, ledger, decisions)."""
+
+
+async def paced_latency(url: str, streams: int, rate: int = 1000, seconds: float = 4.0) -> dict:
+    """Publish-to-delivery latency through HEAN's bus at a steady ``rate`` per stream, into
+    ``streams`` of the streams an approved signal writes to at once, no service in between:
+    how much of a hop's tail the disk alone sets, and how much the streams' fsyncs cost each
+    other."""
+    import numpy as np
+
+    from hean.bus.nats import NatsBus
+
+    pub = await NatsBus.connect(url, "bench-paced-pub")
+    await pub.ensure_streams()
+    sub = await NatsBus.connect(url, "bench-paced-sub")
+    lat: list[list[float]] = [[] for _ in range(streams)]
+    for i in range(streams):
+
+        async def seen(m, i=i) -> None:
+            lat[i].append(time.perf_counter() - float(m.data))
+
+        await sub.subscribe(PACED_SUBJECTS[i], seen, durable=f"bench_paced_{i}")
+    n = int(rate * seconds)
+    started = time.perf_counter()
+    for k in range(n):
+        delay = started + k / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for i in range(streams):
+            stamp = repr(time.perf_counter()).encode()
+            await pub.publish(PACED_SUBJECTS[i], stamp, msg_id=f"p{i}-{k}", wait=False)
+    deadline = time.perf_counter() + 10
+    while sum(map(len, lat)) < n * streams and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    await pub.close()
+    await sub.close()
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)) * 1000, 3) if values else None
+
+    every = [x for per in lat for x in per]
+    return {
+        "streams": streams,
+        "rate_per_stream": rate,
+        "sent": n * streams,
+        "delivered": len(every),
+        "p50_ms": pct(every, 50),
+        "p99_ms": pct(every, 99),
+        "per_subject_p99_ms": {PACED_SUBJECTS[i]: pct(lat[i], 99) for i in range(streams)},
     }
