@@ -27,8 +27,9 @@ from sim_watch import Watch
 
 from hean.config import free_port, load_settings
 from hean.ml.cascade.model import INTRADAY_DIR
-from hean.sim import ScriptedEvent, SimServer
-from hean.sim.scenario import Scenario, SymbolSpec
+from hean.sim import SimServer
+from hean.sim.cascade_scenario import START, sol_build_up_then_cascade
+from hean.sim.scenario import Scenario
 from hean.strategies.liquidation_hunter import HunterConfig
 from hean_services.funding_collector.main import Settings as CollectorSettings
 from hean_services.funding_collector.main import build as build_collector
@@ -37,7 +38,6 @@ from hean_services.liquidation_predictor.main import build as build_predictor
 from hean_services.strategy_engine.main import Settings as EngineSettings
 from hean_services.strategy_engine.main import build as build_engine
 
-START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 H_S = 3600
 CALM_S = 4 * H_S
 BUILD_S = 3 * H_S
@@ -52,40 +52,19 @@ DEFAULTS = HunterConfig()
 
 
 def scenario() -> Scenario:
-    return Scenario(
-        seed=21,
-        start_ms=START,
+    return sol_build_up_then_cascade(
+        21,
+        venues=(VENUE, "bybit"),
+        build_at_s=CALM_S,
+        build_s=BUILD_S,
+        oi_rise_frac=0.3,
+        rise_frac=0.03,
+        cascade_at_s=CASCADE_AT_S,
+        cascade_s=CASCADE_S,
+        drop_frac=0.15,
+        oi_drop_frac=0.3,
         speed=0.001,  # the clock is the test's: wall time adds almost nothing
         step_s=60,
-        symbols=[
-            SymbolSpec(
-                base="SOL",
-                price=150.0,
-                daily_vol=0.05,
-                venues={VENUE: 8.0, "bybit": 8.0},
-                oi_usd=1.5e9,
-            )
-        ],
-        events=[
-            ScriptedEvent(
-                at_s=CALM_S,
-                kind="build_up",
-                symbol="SOL",
-                duration_s=BUILD_S,
-                oi_rise_frac=0.3,
-                rise_frac=0.03,
-                rate=0.0008,
-            ),
-            ScriptedEvent(
-                at_s=CASCADE_AT_S,
-                kind="cascade",
-                symbol="SOL",
-                duration_s=CASCADE_S,
-                drop_frac=0.15,
-                oi_drop_frac=0.3,
-                liquidations=60,
-            ),
-        ],
     )
 
 

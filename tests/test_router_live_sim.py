@@ -125,6 +125,13 @@ class Relay:
         await self._http.close()
 
 
+SPOT_HEDGE = [
+    SignalLeg(venue="binance", symbol="BTCUSDT", side="sell"),
+    SignalLeg(venue="binance", symbol="BTCUSDT", side="buy", instrument="spot"),
+]
+"""A Binance perp short hedged by a spot long."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -184,6 +191,18 @@ class Chain:
 
     def orders(self, venue: str, cid: str) -> list:
         return [o for o in self.account(venue).orders.values() if o.client_id == cid]
+
+    async def trade(self, sig: Signal) -> tuple[OrderIntent, list[Fill]]:
+        """Publish a two-leg signal; once risk approved it and both legs filled, its intent
+        and fills."""
+        await self.publish(sig)
+        decision = (await self.tap.until(of(RiskDecision, signal_id=sig.id)))[0]
+        assert decision.approved, decision.reasons
+        intent = (await self.tap.until(of(OrderIntent, signal_id=sig.id)))[0]
+        fills = await self.tap.until(
+            lambda ev: len(of(Fill, intent_id=intent.id)(ev)) >= 2 and of(Fill)(ev)
+        )
+        return intent, fills
 
     async def ready(self, ro: router_main.Settings) -> None:
         """Risk is ACTIVE with fresh books from both venues; the router heard it."""
@@ -264,14 +283,7 @@ async def test_two_leg_signal_fills_at_the_simulator(nats_url: str, tmp_path) ->
         ro = c.router_settings(c.sim.url)
         async with running(router_main.build(ro), ro):
             await c.ready(ro)
-            sig = signal()
-            await c.publish(sig)
-            decision = (await c.tap.until(of(RiskDecision, signal_id=sig.id)))[0]
-            assert decision.approved, decision.reasons
-            intent = (await c.tap.until(of(OrderIntent, signal_id=sig.id)))[0]
-            fills = await c.tap.until(
-                lambda ev: len(of(Fill, intent_id=intent.id)(ev)) >= 2 and of(Fill)(ev)
-            )
+            intent, fills = await c.trade(signal())
             positions = await c.tap.until(
                 lambda ev: (
                     {p.venue for p in of(Position, symbol="BTCUSDT")(ev) if p.qty} >= set(VENUES)
@@ -451,20 +463,9 @@ async def test_spot_hedged_unit_trades_spot_at_the_simulator_and_exits(
     """Perp short plus spot long on Binance: the spot leg goes to /api/v3/order as BTC/USDT."""
     async with chain(nats_url, tmp_path) as c:
         ro = c.router_settings(c.sim.url)
-        legs = [
-            SignalLeg(venue="binance", symbol="BTCUSDT", side="sell"),
-            SignalLeg(venue="binance", symbol="BTCUSDT", side="buy", instrument="spot"),
-        ]
         async with running(router_main.build(ro), ro):
             await c.ready(ro)
-            sig = signal(strategy="funding_harvester", legs=legs)
-            await c.publish(sig)
-            decision = (await c.tap.until(of(RiskDecision, signal_id=sig.id)))[0]
-            assert decision.approved, decision.reasons
-            intent = (await c.tap.until(of(OrderIntent, signal_id=sig.id)))[0]
-            fills = await c.tap.until(
-                lambda ev: len(of(Fill, intent_id=intent.id)(ev)) >= 2 and of(Fill)(ev)
-            )
+            intent, fills = await c.trade(signal(strategy="funding_harvester", legs=SPOT_HEDGE))
             acct = c.account("binance")
             perp_leg, spot_leg = intent.legs
             spot_orders = [
@@ -490,13 +491,7 @@ async def test_spot_hedged_unit_trades_spot_at_the_simulator_and_exits(
                 ],
                 reduce_only=True,
             )
-            await c.publish(out)
-            done = (await c.tap.until(of(RiskDecision, signal_id=out.id)))[0]
-            assert done.approved, done.reasons
-            exit_intent = (await c.tap.until(of(OrderIntent, signal_id=out.id)))[0]
-            await c.tap.until(
-                lambda ev: len(of(Fill, intent_id=exit_intent.id)(ev)) >= 2 and of(Fill)(ev)
-            )
+            exit_intent, _ = await c.trade(out)
         assert acct.spot["BTCUSDT"] == pytest.approx(0.0, abs=1e-9)
         assert acct.positions["BTCUSDT"].qty == pytest.approx(0.0, abs=1e-9)
         assert not [
@@ -513,18 +508,9 @@ async def test_a_spot_holding_missing_from_the_venue_is_flagged_at_restart(
     the restarted router's reconciliation raises a critical alert, and none while it matches."""
     async with chain(nats_url, tmp_path) as c:
         ro = c.router_settings(c.sim.url)
-        legs = [
-            SignalLeg(venue="binance", symbol="BTCUSDT", side="sell"),
-            SignalLeg(venue="binance", symbol="BTCUSDT", side="buy", instrument="spot"),
-        ]
         async with running(router_main.build(ro), ro):
             await c.ready(ro)
-            sig = signal(strategy="funding_harvester", legs=legs)
-            await c.publish(sig)
-            intent = (await c.tap.until(of(OrderIntent, signal_id=sig.id)))[0]
-            await c.tap.until(
-                lambda ev: len(of(Fill, intent_id=intent.id)(ev)) >= 2 and of(Fill)(ev)
-            )
+            await c.trade(signal(strategy="funding_harvester", legs=SPOT_HEDGE))
             await c.tap.until(of(Position, venue="binance", instrument="spot"))
         shortfalls = [a for a in of(Alert)(c.tap.events) if a.key.startswith("spot-shortfall")]
         assert not shortfalls

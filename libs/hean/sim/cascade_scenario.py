@@ -5,6 +5,8 @@ of both describe the same market."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hean.sim.scenario import Scenario, ScriptedEvent, SymbolSpec
 
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -20,34 +22,73 @@ VENUE = "binance"
 SYMBOL = "SOLUSDT"
 
 
-def sol_cascade(seed: int = 21) -> Scenario:
+def sol_build_up_then_cascade(
+    seed: int,
+    *,
+    venues: tuple[str, ...],
+    build_at_s: int,
+    build_s: int,
+    oi_rise_frac: float,
+    rise_frac: float,
+    cascade_at_s: int,
+    cascade_s: int,
+    drop_frac: float,
+    oi_drop_frac: float,
+    **scenario: Any,
+) -> Scenario:
+    """SOL at 150 USD with 5 % daily volatility: a leveraged build-up (open interest and price
+    rising, funding ramping to 8 bps per 8 h), then a cascade with 60 liquidation prints per
+    venue. The daily scenario below and the intraday end-to-end test differ only in timing,
+    sizes and venues."""
     return Scenario(
         seed=seed,
         start_ms=START,
-        step_s=300,
         symbols=[
-            SymbolSpec(base="SOL", price=150.0, daily_vol=0.05, venues={VENUE: 8.0}, oi_usd=1.5e9)
+            SymbolSpec(
+                base="SOL",
+                price=150.0,
+                daily_vol=0.05,
+                venues=dict.fromkeys(venues, 8.0),
+                oi_usd=1.5e9,
+            )
         ],
         events=[
             ScriptedEvent(
-                at_s=CALM_DAYS * DAY_S,
+                at_s=build_at_s,
                 kind="build_up",
                 symbol="SOL",
-                duration_s=BUILD_DAYS * DAY_S,
-                oi_rise_frac=0.45,
-                rise_frac=0.05,
+                duration_s=build_s,
+                oi_rise_frac=oi_rise_frac,
+                rise_frac=rise_frac,
                 rate=0.0008,
             ),
             ScriptedEvent(
-                at_s=CASCADE_AT_S,
+                at_s=cascade_at_s,
                 kind="cascade",
                 symbol="SOL",
-                duration_s=CASCADE_S,
-                drop_frac=0.2,
-                oi_drop_frac=0.35,
+                duration_s=cascade_s,
+                drop_frac=drop_frac,
+                oi_drop_frac=oi_drop_frac,
                 liquidations=60,
             ),
         ],
+        **scenario,
+    )
+
+
+def sol_cascade(seed: int = 21) -> Scenario:
+    return sol_build_up_then_cascade(
+        seed,
+        venues=(VENUE,),
+        build_at_s=CALM_DAYS * DAY_S,
+        build_s=BUILD_DAYS * DAY_S,
+        oi_rise_frac=0.45,
+        rise_frac=0.05,
+        cascade_at_s=CASCADE_AT_S,
+        cascade_s=CASCADE_S,
+        drop_frac=0.2,
+        oi_drop_frac=0.35,
+        step_s=300,
     )
 
 
