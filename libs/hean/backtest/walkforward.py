@@ -174,9 +174,10 @@ class CascadeWalkForward(_Windows):
         meta0 = self.recipe.meta
         cfg = replace(ForestConfig(), **meta0.get("train_config", {}))
         past = self.known_before(boundary_ms)
-        day = pd.Timestamp(boundary_ms, unit="ms", tz="UTC").strftime("%Y%m%d")
+        start = pd.Timestamp(boundary_ms, unit="ms", tz="UTC")
+        day = start.strftime("%Y%m%d")
         if past.empty:
-            raise ValueError(f"walk-forward: no daily bars before {day} to train on")
+            raise ValueError(f"walk-forward: no daily bars before {start:%Y-%m-%d} to train on")
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 meta = train_model(
@@ -188,14 +189,15 @@ class CascadeWalkForward(_Windows):
                     rule=LabelRule(**meta0.get("label_rule", {})),
                     bar_ms=DAY_MS,
                     fs=feature_set(meta0.get("feature_set", "daily")),
-                    data_source=f"walk-forward: daily bars before {day}",
+                    data_source=f"walk-forward: daily bars before {start:%Y-%m-%d}",
                     progress=log.debug,
                 )
             except ValueError as exc:
                 first = pd.Timestamp(int(past["time_ms"].min()), unit="ms", tz="UTC")
                 raise ValueError(
                     f"walk-forward: cannot train the cascade model on the {len(past)} daily "
-                    f"bars from {first:%Y-%m-%d} to before {day}: {exc}; start the range later"
+                    f"bars from {first:%Y-%m-%d} to before {start:%Y-%m-%d}: {exc}; "
+                    "start the range later"
                 ) from None
             digest = hashlib.sha256(Path(tmp, WEIGHTS).read_bytes()).hexdigest()[:8]
             model = CascadeModel.load(tmp)
