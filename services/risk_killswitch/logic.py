@@ -2,7 +2,9 @@
 
 A thin binding of ``hean.risk.engine.RiskEngine`` to the runtime: signals come from a durable
 consumer (none is lost while the service restarts; stale ones are rejected as expired),
-market data, positions, fills and order updates from plain subscriptions. The engine's
+decided as they are published rather than once stored (``hean.bus.early``: the stored copy is
+acknowledged when the decision and intent are stored, and the router acts only on stored
+intents), market data, positions, fills and order updates from plain subscriptions. The engine's
 record is persisted by the process (see main) whenever it changes.
 """
 
@@ -36,7 +38,7 @@ class RiskKillswitchLogic(ServiceLogic):
 
     def inputs(self) -> list[Input]:
         return [
-            Input(SIGNAL.pattern(), (Signal,), durable="risk_killswitch"),
+            Input(SIGNAL.pattern(), (Signal,), durable="risk_killswitch", early=True),
             Input(PRICE.pattern(), (PriceTick,)),
             Input(BOOK.pattern(), (BookTop,)),
             Input(POSITION.pattern(), (Position,)),

@@ -45,6 +45,10 @@ def _nats_benches(events: int, seconds: float) -> dict:
         _fresh(lambda url, r=rate: pipeline.run_rate_processes(url, r, seconds, "p"))
         for rate in (200, 1000)
     ]
+    # risk deciding only from the stored copy of each signal: the disk's fsync in between
+    out["pipeline_processes_stored_only"] = [
+        _fresh(lambda url: pipeline.run_rate_processes(url, 1000, seconds, "o", early=False))
+    ]
     # the same at 1,000/s with the server's default fsync interval: what the pipeline does when
     # the disk's fsync rate is not the limit (durability then comes from replicas, not fsync)
     out["pipeline_processes_sync_2m"] = [
@@ -102,6 +106,8 @@ def render(r: dict) -> str:
     lines += _pipeline_lines(r["pipeline"])
     lines += ["", "the same pipeline, each stage in its own process (as the services run)"]
     lines += _pipeline_lines(r.get("pipeline_processes", []))
+    lines += ["", "the same at 1,000/s, risk deciding each signal only once it is stored"]
+    lines += _pipeline_lines(r.get("pipeline_processes_stored_only", []))
     lines += ["", "the same, each stage in its own process, nats-server fsync every 2 min"]
     lines += _pipeline_lines(r.get("pipeline_processes_sync_2m", []))
     for key in ("risk_decision", "funding_predictor_batch", "backtest_replay"):

@@ -2,7 +2,9 @@
 
 Five hops as in the system (collector -> predictor -> strategy -> risk -> router), each a
 Runtime on its own NATS connection. Market data and forecasts travel on core subjects;
-signals and intents through JetStream with durable consumers, as the real services use them.
+signals and intents through JetStream with durable consumers, as the real services use them
+(risk decides a signal from its live copy, ``hean.bus.early``; ``early=False`` measures the
+stored copy alone).
 Each stage relays the event type it receives into what the real service emits (risk: a
 decision, then the intent), so the figures are the bus and runtime cost of each hop, not the
 cost of the models or of the risk checks (``hean.bench.risk`` measures those).
@@ -126,7 +128,7 @@ def _consume(e: ev.Event, now: int) -> None:
     return None
 
 
-def _stages(stamps: dict, run_id: str) -> list[_Stage]:
+def _stages(stamps: dict, run_id: str, early: bool = True) -> list[_Stage]:
     """The four relaying stages, as the real services subscribe (core or durable)."""
     return [
         _Stage(
@@ -140,7 +142,14 @@ def _stages(stamps: dict, run_id: str) -> list[_Stage]:
         ),
         _Stage(
             "risk",
-            [Input(subjects.SIGNAL.pattern("bench"), (ev.Signal,), durable=f"bench_risk_{run_id}")],
+            [
+                Input(
+                    subjects.SIGNAL.pattern("bench"),
+                    (ev.Signal,),
+                    durable=f"bench_risk_{run_id}",
+                    early=early,
+                )
+            ],
             _decide,
             stamps,
         ),
@@ -159,9 +168,9 @@ def _stages(stamps: dict, run_id: str) -> list[_Stage]:
     ]
 
 
-async def _serve_stage(name: str, url: str, run_id: str, conn) -> None:
+async def _serve_stage(name: str, url: str, run_id: str, early: bool, conn) -> None:
     stamps: dict[str, dict[int, int]] = {n: {} for n in ("predictor", "strategy", "risk", "router")}
-    stage = next(st for st in _stages(stamps, run_id) if st.name == name)
+    stage = next(st for st in _stages(stamps, run_id, early) if st.name == name)
     bus = await NatsBus.connect(url, f"bench-{name}")
     await bus.ensure_streams()
     rt = Runtime(stage, bus, SystemClock())
@@ -175,8 +184,8 @@ async def _serve_stage(name: str, url: str, run_id: str, conn) -> None:
     conn.send(stamps[name])
 
 
-def _stage_process(name: str, url: str, run_id: str, conn) -> None:
-    eventloop.run(_serve_stage(name, url, run_id, conn))
+def _stage_process(name: str, url: str, run_id: str, early: bool, conn) -> None:
+    eventloop.run(_serve_stage(name, url, run_id, early, conn))
 
 
 _RUNS = itertools.count(1)
@@ -256,7 +265,9 @@ def _report(rate: int, sent: dict, stamps: dict, publish_s: float, drained_s: fl
     }
 
 
-async def run_rate_processes(url: str, rate: int, seconds: float, run_id: str) -> dict:
+async def run_rate_processes(
+    url: str, rate: int, seconds: float, run_id: str, *, early: bool = True
+) -> dict:
     """The same pipeline with each stage in its own process, as the services run."""
     import multiprocessing as mp
 
@@ -264,7 +275,9 @@ async def run_rate_processes(url: str, rate: int, seconds: float, run_id: str) -
     procs, conns = [], []
     for name in ("predictor", "strategy", "risk", "router"):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_stage_process, args=(name, url, run_id, child), daemon=True)
+        proc = ctx.Process(
+            target=_stage_process, args=(name, url, run_id, early, child), daemon=True
+        )
         proc.start()
         procs.append(proc)
         conns.append(parent)
@@ -287,6 +300,7 @@ async def run_rate_processes(url: str, rate: int, seconds: float, run_id: str) -
     drained = (last - first) / 1e9 if last else drained_s
     report = _report(rate, sent, stamps, publish_s, max(drained, publish_s))
     report["stored"] = await _stored(url, len(sent))
+    report["risk_decides"] = "as published" if early else "once stored"
     return report
 
 

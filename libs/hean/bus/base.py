@@ -61,12 +61,15 @@ class Bus(abc.ABC):
         *,
         queue: str | None = None,
         durable: str | None = None,
+        early: bool = False,
     ) -> Subscription:
         """Deliver matching messages to ``handler``.
 
         ``queue`` spreads messages over the members of a queue group. ``durable`` names a
         stored consumer that resumes where it stopped and is acknowledged only after the
-        handler returns, so a crash redelivers instead of losing.
+        handler returns, so a crash redelivers instead of losing. ``early`` (durable, single
+        instance) handles a message from its live copy without waiting for the store; the
+        stored copy then only confirms it (``hean.bus.early``).
         """
 
     @abc.abstractmethod

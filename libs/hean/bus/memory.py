@@ -109,6 +109,7 @@ class InMemoryBus(Bus):
         *,
         queue: str | None = None,
         durable: str | None = None,
+        early: bool = False,  # one delivery here: stored and live are the same moment
     ) -> Subscription:
         sub = _Sub(self, pattern, handler, queue, durable)
         self._subs.append(sub)

@@ -38,6 +38,7 @@ from nats.js.api import (
 )
 
 from hean.bus.base import Bus, Handler, Message, Subscription
+from hean.bus.early import EarlyCopies
 from hean_proto.subjects import STREAMS, StreamSpec, stream_for
 
 log = logging.getLogger("hean.bus")
@@ -119,6 +120,8 @@ class _PullSub(Subscription):
     last_ok: float = field(default_factory=time.monotonic)
     failures: int = 0
     stopping: bool = False
+    early: EarlyCopies | None = None
+    live: object | None = None  # the plain subscription that brings the live copies
 
     async def stop(self) -> None:
         """Finish the outstanding fetch and its batch, then leave.
@@ -127,6 +130,9 @@ class _PullSub(Subscription):
         to it until their ack wait expires; waiting at most one fetch timeout avoids that.
         """
         self.stopping = True
+        if self.live is not None:
+            with contextlib.suppress(Exception):
+                await self.live.unsubscribe()  # type: ignore[attr-defined]
         if self.task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), 5.0)
@@ -150,6 +156,19 @@ class _PullSub(Subscription):
         )
 
     async def _process(self, m: Msg) -> None:
+        if self.early is not None:
+            outcome = self.early.take((m.headers or {}).get("Nats-Msg-Id"))
+            produced = await outcome if outcome is not None else None
+            if produced is not None:
+                await self._settle_when_stored(m, produced)  # handled from its live copy
+            else:
+                await self._handle(m)
+            if m.metadata.num_pending == 0:
+                self.early.caught_up = True
+            return
+        await self._handle(m)
+
+    async def _handle(self, m: Msg) -> None:
         produced: list[asyncio.Future[bool]] = []
         token = _PRODUCED.set(produced)
         try:
@@ -168,13 +187,37 @@ class _PullSub(Subscription):
             return
         finally:
             _PRODUCED.reset(token)
+        await self._settle_when_stored(m, produced)
+
+    async def _settle_when_stored(self, m: Msg, produced: list[asyncio.Future[bool]]) -> None:
+        # acknowledge once everything this message produced is stored, without holding up
+        # the next message; a callback per confirmation, a task only for the ack itself
         if produced:
-            # acknowledge once everything this message produced is stored, without holding
-            # up the next message; a callback per confirmation, a task only for the ack itself
             self.bus._ack_when_stored(m, produced)
         else:
             with contextlib.suppress(Exception):
                 await m.ack()
+
+    async def on_live(self, msg: Msg) -> None:
+        """Handle a message from its live copy when the consumer is caught up (see
+        ``hean.bus.early``); the stored copy then only confirms it."""
+        assert self.early is not None
+        key = (msg.headers or {}).get("Nats-Msg-Id")
+        outcome = None if self.stopping else self.early.claim(key)
+        if outcome is None:
+            return  # handled from the store
+        produced: list[asyncio.Future[bool]] = []
+        token = _PRODUCED.set(produced)
+        try:
+            await self.handler(Message(msg.subject, msg.data, dict(msg.headers or {})))
+        except Exception:
+            log.exception("early handling failed; the stored copy will be handled")
+            self.early.release(key)  # type: ignore[arg-type]
+            outcome.set_result(None)
+            return
+        finally:
+            _PRODUCED.reset(token)
+        outcome.set_result(produced)
 
     async def run(self) -> None:
         """Keep one pull request outstanding and hand on each message the moment it arrives.
@@ -188,6 +231,8 @@ class _PullSub(Subscription):
             while not self.stopping:
                 try:
                     if psub is None:
+                        if self.early is not None:
+                            self.early.caught_up = False
                         psub = await self._bind()
                     await self._stream(psub)
                 except asyncio.CancelledError:
@@ -229,6 +274,8 @@ class _PullSub(Subscription):
                 continue
             if status in ("404", "408"):  # nothing waiting / the request expired
                 left = 0
+                if self.early is not None:
+                    self.early.caught_up = True
                 continue
             if status:
                 description = (msg.headers or {}).get("Description", "")
@@ -342,6 +389,8 @@ class NatsBus(Bus):
             if "bus" in holder and holder["bus"].closing:
                 return
             log.warning("nats disconnected")
+            if "bus" in holder:
+                holder["bus"].pause_early_handling()
             if "bus" in holder and holder["bus"].on_state_change:
                 holder["bus"].on_state_change(False)
 
@@ -404,12 +453,28 @@ class NatsBus(Bus):
 
     def note_slow_consumer(self, subject: str) -> None:
         """A subscription fell behind and messages were dropped: count it, turn not ready."""
+        self.pause_early_handling()
         self.slow_consumer_drops += 1
         self.last_slow_consumer = time.monotonic()
         if self.slow_consumer_drops == 1 or self.slow_consumer_drops % 1000 == 0:
             log.warning("slow consumer on %s: messages dropped", subject)
         if self.on_slow_consumer:
             self.on_slow_consumer(subject)
+
+    def pause_early_handling(self) -> None:
+        """Live copies may have been missed: durable consumers take stored copies in order
+        until each has caught up again (see ``hean.bus.early``)."""
+        for s in self._subs:
+            if isinstance(s, _PullSub) and s.early is not None:
+                s.early.caught_up = False
+
+    def early_counts(self) -> dict[str, int]:
+        """Per durable consumer: messages handled from their live copy so far."""
+        return {
+            s.durable: s.early.handled_early
+            for s in self._subs
+            if isinstance(s, _PullSub) and s.early is not None
+        }
 
     def keeping_up(self, window_s: float = 30.0) -> bool:
         """False while a slow-consumer drop happened within the last ``window_s``."""
@@ -555,12 +620,23 @@ class NatsBus(Bus):
         *,
         queue: str | None = None,
         durable: str | None = None,
+        early: bool = False,
     ) -> Subscription:
         if durable is not None:
             spec = stream_for(pattern.replace(">", "x").replace("*", "x"))
             if spec is None:
                 raise ValueError(f"durable subscription on {pattern!r}: no stream captures it")
             sub = _PullSub(self, pattern, durable, spec, handler)
+            if early:
+                if queue is not None:
+                    raise ValueError(f"early handling of {pattern!r} needs a single instance")
+                sub.early = EarlyCopies()
+                sub.live = await self.nc.subscribe(
+                    pattern,
+                    cb=sub.on_live,
+                    pending_msgs_limit=self.PENDING_MSGS_LIMIT,
+                    pending_bytes_limit=self.PENDING_BYTES_LIMIT,
+                )
             sub.task = asyncio.create_task(sub.run(), name=f"pull:{durable}")
             self._subs.append(sub)
             return sub

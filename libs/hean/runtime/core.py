@@ -49,7 +49,7 @@ class Runtime:
         for spec in self.logic.inputs():
             handler = self._make_handler(spec.kinds)
             sub = await self.bus.subscribe(
-                spec.pattern, handler, queue=spec.queue, durable=spec.durable
+                spec.pattern, handler, queue=spec.queue, durable=spec.durable, early=spec.early
             )
             self._subs.append(sub)
 

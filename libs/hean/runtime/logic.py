@@ -18,13 +18,16 @@ class Input:
     """A subscription: subject pattern, the event classes accepted on it, and how to consume.
 
     ``queue`` shares the work among replicas; ``durable`` makes the consumer stored and
-    acknowledged (JetStream) so nothing is lost while the service is down.
+    acknowledged (JetStream) so nothing is lost while the service is down. ``early`` lets a
+    single-instance durable consumer act on a message as it is published instead of once it
+    is on disk; the stored copy is acknowledged when what it produced is stored.
     """
 
     pattern: str
     kinds: tuple[type[Event], ...]
     queue: str | None = None
     durable: str | None = None
+    early: bool = False
 
 
 @dataclass(frozen=True)
