@@ -241,7 +241,10 @@ class OrderIntent(Event, frozen=True, kw_only=True):
 
 
 class RiskDecision(Event, frozen=True, kw_only=True):
-    """The risk verdict on one signal; every signal gets exactly one."""
+    """The risk verdict on one signal; every signal gets exactly one.
+
+    A rejection is stored (``HEAN_DECISIONS``); an approval is recorded by its stored
+    ``OrderIntent``, which carries the signal id, and this event only tells the strategy."""
 
     signal_id: str
     strategy: Token
@@ -249,6 +252,11 @@ class RiskDecision(Event, frozen=True, kw_only=True):
     approved: bool
     reasons: list[str] = []
     intent_id: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """The last subject token: only rejections are captured by a stream."""
+        return "approved" if self.approved else "rejected"
 
 
 class RiskState(Event, frozen=True, kw_only=True):

@@ -63,7 +63,7 @@ ALERT = Route(f"{ROOT}.alert", ("kind",))
 PRED_FUNDING = Route(f"{ROOT}.pred.funding", ("venue", "symbol"))
 PRED_CASCADE = Route(f"{ROOT}.pred.cascade", ("venue", "symbol"))
 SIGNAL = Route(f"{ROOT}.signal", ("strategy", "symbol"))
-RISK_DECISION = Route(f"{ROOT}.risk.decision", ("strategy",))
+RISK_DECISION = Route(f"{ROOT}.risk.decision", ("strategy", "verdict"))
 RISK_STATE = Route(f"{ROOT}.risk.state")
 ORDER_APPROVED = Route(f"{ROOT}.order.approved", ("strategy",))
 ORDER_UPDATE = Route(f"{ROOT}.order.update", ("venue", "symbol"))
@@ -165,10 +165,10 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec(
         "HEAN_DECISIONS",
-        (RISK_DECISION.pattern(),),
+        (RISK_DECISION.pattern("*", "rejected"),),
         max_age_s=365 * 86400,
-        description="risk's decision on every signal; apart from the intents so that an "
-        "approval's two records are stored side by side, not one after the other",
+        description="risk's rejections; an approval is recorded by its intent in the "
+        "ledger, so that an approved signal costs one stored write, not two",
     ),
     StreamSpec(
         "HEAN_SIGNALS",

@@ -216,21 +216,42 @@ async def test_streams_from_before_signals_had_their_own_stream_are_migrated(nat
 
 async def test_streams_from_before_decisions_had_their_own_stream_are_migrated(nats_url: str):
     """A store created when risk decisions lived in HEAN_TRADING: they move to HEAN_DECISIONS,
-    the intents stay, and an approval's decision and intent land in the two streams."""
+    the intents stay; a rejection is stored there, an approval only by its intent."""
     from hean_proto.subjects import ORDER_APPROVED, RISK_DECISION, STREAMS
 
     bus = await NatsBus.connect(nats_url, "test")
     trading = next(s for s in STREAMS if s.name == "HEAN_TRADING")
     old = [RISK_DECISION.pattern(), *trading.subjects]
     await bus.js.add_stream(name="HEAN_TRADING", subjects=old)
-    await bus.publish(RISK_DECISION.subject("arb"), b"old decision", msg_id="d-0")
+    await bus.publish("hean.risk.decision.arb", b"old decision", msg_id="d-0")
     await bus.ensure_streams()
     info = await bus.js.stream_info("HEAN_TRADING")
     assert RISK_DECISION.pattern() not in info.config.subjects and info.state.messages == 1
-    await bus.publish(RISK_DECISION.subject("arb"), b"decision", msg_id="d-1")
-    await bus.publish(ORDER_APPROVED.subject("arb"), b"intent", msg_id="i-1")
+    await bus.publish(RISK_DECISION.subject("arb", "rejected"), b"no", msg_id="d-1")
+    await bus.publish(RISK_DECISION.subject("arb", "approved"), b"yes", msg_id="d-2")
+    await bus.publish(ORDER_APPROVED.subject("arb"), b"intent", msg_id="i-2")
     assert (await bus.js.stream_info("HEAN_DECISIONS")).state.messages == 1
     assert (await bus.js.stream_info("HEAN_TRADING")).state.messages == 2
+    await bus.close()
+
+
+async def test_a_decision_stream_that_stored_approvals_keeps_them_and_stores_rejections(
+    nats_url: str,
+):
+    """HEAN_DECISIONS from when it captured every decision: narrowed to rejections, with the
+    decisions it holds kept."""
+    from hean_proto.subjects import RISK_DECISION
+
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.js.add_stream(name="HEAN_DECISIONS", subjects=[RISK_DECISION.pattern()])
+    await bus.publish("hean.risk.decision.arb", b"old approval", msg_id="d-0")
+    await bus.ensure_streams()
+    info = await bus.js.stream_info("HEAN_DECISIONS")
+    assert info.config.subjects == ["hean.risk.decision.*.rejected"]
+    assert info.state.messages == 1
+    await bus.publish(RISK_DECISION.subject("arb", "approved"), b"yes", msg_id="d-1")
+    await bus.publish(RISK_DECISION.subject("arb", "rejected"), b"no", msg_id="d-2")
+    assert (await bus.js.stream_info("HEAN_DECISIONS")).state.messages == 2
     await bus.close()
 
 

@@ -1,8 +1,8 @@
 """Faults against real processes: the broker dies, services die, a venue goes dark.
 
 Each test counts what the system stored rather than what a subscriber happened to hear: the
-JetStream streams (fills, order updates and decisions by client order id or signal id), the
-router's book and the risk record in KV, and the simulator's own accounts.
+JetStream streams (fills, order updates, intents and rejections by client order id or signal
+id), the router's book and the risk record in KV, and the simulator's own accounts.
 """
 
 from __future__ import annotations
@@ -102,6 +102,25 @@ async def books_forever(bus: NatsBus) -> None:
             with contextlib.suppress(Exception):
                 await bus.publish(subject_for(book), codec.encode(book))
         await asyncio.sleep(0.1)
+
+
+async def recorded_decisions(url: str) -> list[RiskDecision]:
+    """Risk's decisions as stored: rejections in HEAN_DECISIONS, approvals by their intents
+    (risk's own protective exits are intents without a signal and are left out)."""
+    rejected = [d for d in await stored(url, "hean.risk.decision.*.rejected")]
+    approved = [
+        RiskDecision(
+            ts_ms=i.ts_ms,
+            signal_id=i.signal_id,
+            strategy=i.strategy,
+            symbol=i.symbol,
+            approved=True,
+            intent_id=i.id,
+        )
+        for i in await stored(url, "hean.order.approved.>")
+        if isinstance(i, OrderIntent) and not i.signal_id.endswith(":exit")
+    ]
+    return [d for d in rejected if isinstance(d, RiskDecision)] + approved
 
 
 async def stored(url: str, subject: str) -> list:
@@ -218,7 +237,7 @@ async def test_nats_sigkill_loses_and_duplicates_nothing(nats_server: NatsServer
             await feeder
         await bus.close()
 
-    decisions = await stored(url, "hean.risk.decision.>")
+    decisions = await recorded_decisions(url)
     intents = await stored(url, "hean.order.approved.>")
     updates = await stored(url, "hean.order.update.>")
     fills = await stored(url, "hean.fill.>")
@@ -337,7 +356,7 @@ async def test_each_service_sigkilled_under_hean_up_recovers_and_sends_nothing_t
 
         async def decision(sig: Signal) -> RiskDecision:
             async def found():
-                got = [d for d in await stored(nats_url, "hean.risk.decision.>")]
+                got = await recorded_decisions(nats_url)
                 return next((d for d in got if d.signal_id == sig.id), None)
 
             return await until(found, 60, f"a decision on {sig.id}", 0.5)

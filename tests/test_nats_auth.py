@@ -80,7 +80,8 @@ def test_safety_chain_publishers() -> None:
     owners = {
         sj.ORDER_APPROVED.subject("funding_harvester"): {"risk-killswitch"},
         sj.RISK_STATE.prefix: {"risk-killswitch"},
-        sj.RISK_DECISION.subject("funding_harvester"): {"risk-killswitch"},
+        sj.RISK_DECISION.subject("funding_harvester", "approved"): {"risk-killswitch"},
+        sj.RISK_DECISION.subject("funding_harvester", "rejected"): {"risk-killswitch"},
         sj.CONTROL.subject("order-router"): {"risk-killswitch"},
         sj.FILL.subject("bybit", "BTCUSDT"): {"order-router"},
         sj.ORDER_UPDATE.subject("bybit", "BTCUSDT"): {"order-router"},

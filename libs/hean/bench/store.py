@@ -51,9 +51,9 @@ async def run(url: str, n: int = 3000) -> dict:
 PACED_SUBJECTS = (
     subjects.SIGNAL.subject("bench", "BTCUSDT"),
     subjects.ORDER_APPROVED.subject("bench"),
-    subjects.RISK_DECISION.subject("bench"),
 )
-"""One subject in each of the streams an approved signal writes to (signals, ledger, decisions)."""
+"""One subject in each of the streams an approved signal writes to (signals, the ledger's
+intents; its decision is recorded by the intent)."""
 
 
 async def paced_latency(url: str, streams: int, rate: int = 1000, seconds: float = 4.0) -> dict:
