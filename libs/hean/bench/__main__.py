@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import tempfile
 import time
@@ -24,35 +25,49 @@ def _optional(module: str, func: str):
 
 def _fresh(run, sync_interval: str = "always") -> dict:
     """One pipeline run on its own nats-server: a durable consumer would otherwise replay the
-    signals an earlier run left in the stream before this run's."""
+    signals an earlier run left in the stream before this run's. ``run`` takes the server's
+    URL and its process id (for its CPU time)."""
     with (
         tempfile.TemporaryDirectory() as tmp,
         NatsServer(store_dir=Path(tmp), sync_interval=sync_interval) as server,
     ):
-        return eventloop.run(run(server.url))
+        return eventloop.run(run(server.url, server.proc.pid if server.proc else None))
 
 
 def _nats_benches(events: int, seconds: float) -> dict:
-    out = {"bus": _fresh(lambda url: bus.run(url, events))}
-    out["store"] = _fresh(store.run)
+    out = {"bus": _fresh(lambda url, _: bus.run(url, events))}
+    out["store"] = _fresh(lambda url, _: store.run(url))
     out["store_paced"] = [
-        _fresh(lambda url, n=n: store.paced_latency(url, n)) for n in (1, len(store.PACED_SUBJECTS))
+        _fresh(lambda url, _, n=n: store.paced_latency(url, n))
+        for n in (1, len(store.PACED_SUBJECTS))
     ]
     out["pipeline"] = [
-        _fresh(lambda url, r=rate: pipeline.run_rate(url, r, seconds, "r")) for rate in (1000, 5000)
+        _fresh(lambda url, _, r=rate: pipeline.run_rate(url, r, seconds, "r"))
+        for rate in (1000, 5000)
     ]
     out["pipeline_processes"] = [
-        _fresh(lambda url, r=rate: pipeline.run_rate_processes(url, r, seconds, "p"))
+        _fresh(
+            lambda url, pid, r=rate: pipeline.run_rate_processes(
+                url, r, seconds, "p", server_pid=pid
+            )
+        )
         for rate in (200, 1000)
     ]
     # risk deciding only from the stored copy of each signal: the disk's fsync in between
     out["pipeline_processes_stored_only"] = [
-        _fresh(lambda url: pipeline.run_rate_processes(url, 1000, seconds, "o", early=False))
+        _fresh(
+            lambda url, pid: pipeline.run_rate_processes(
+                url, 1000, seconds, "o", early=False, server_pid=pid
+            )
+        )
     ]
     # the same at 1,000/s with the server's default fsync interval: what the pipeline does when
     # the disk's fsync rate is not the limit (durability then comes from replicas, not fsync)
     out["pipeline_processes_sync_2m"] = [
-        _fresh(lambda url: pipeline.run_rate_processes(url, 1000, seconds, "s"), "2m")
+        _fresh(
+            lambda url, pid: pipeline.run_rate_processes(url, 1000, seconds, "s", server_pid=pid),
+            "2m",
+        )
     ]
     return out
 
@@ -64,7 +79,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     results: dict = {
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results.update(_nats_benches(args.events, args.seconds))
@@ -117,6 +132,7 @@ def render(r: dict) -> str:
 
 
 def _pipeline_lines(runs: list[dict]) -> list[str]:
+    r_cpus = os.cpu_count()
     lines = []
     for p in runs:
         lines.append(
@@ -137,6 +153,12 @@ def _pipeline_lines(runs: list[dict]) -> list[str]:
             )
         for hop, lat in p["hops"].items():
             lines.append(f"      {hop:<22} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
+        if p.get("cpu_us_per_event"):
+            lines.append(
+                f"      CPU per event ({p['cpu_cores_at_rate']} cores at this rate, "
+                f"{r_cpus} on the machine): "
+                + ", ".join(f"{k} {v} us" for k, v in p["cpu_us_per_event"].items())
+            )
     return lines
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -177,11 +179,13 @@ async def _serve_stage(name: str, url: str, run_id: str, early: bool, conn) -> N
     await rt.start()
     heap.settle_after_startup()  # as the service runner does
     conn.send("ready")
+    cpu = time.process_time()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, conn.recv)  # "stop"
+    cpu = time.process_time() - cpu
     await rt.stop()
     await bus.close()
-    conn.send(stamps[name])
+    conn.send((stamps[name], cpu))
 
 
 def _stage_process(name: str, url: str, run_id: str, early: bool, conn) -> None:
@@ -266,7 +270,13 @@ def _report(rate: int, sent: dict, stamps: dict, publish_s: float, drained_s: fl
 
 
 async def run_rate_processes(
-    url: str, rate: int, seconds: float, run_id: str, *, early: bool = True
+    url: str,
+    rate: int,
+    seconds: float,
+    run_id: str,
+    *,
+    early: bool = True,
+    server_pid: int | None = None,
 ) -> dict:
     """The same pipeline with each stage in its own process, as the services run."""
     import multiprocessing as mp
@@ -285,14 +295,20 @@ async def run_rate_processes(
     for conn in conns:
         await loop.run_in_executor(None, conn.recv)  # "ready"
     started = time.perf_counter()
+    server_cpu = _process_cpu_s(server_pid)
+    offer_cpu = time.process_time()
     sent, publish_s = await _offer(url, rate, seconds)
+    offer_cpu = time.process_time() - offer_cpu
     # the router stage reports only at the end: give the backlog a bounded time to drain
     await asyncio.sleep(min(30.0, 2.0 + seconds * 0.5))
     drained_s = time.perf_counter() - started
     stamps: dict[str, dict[int, int]] = {}
+    cpu = {"collector (offering)": offer_cpu}
     for name, conn in zip(("predictor", "strategy", "risk", "router"), conns, strict=True):
         conn.send("stop")
-        stamps[name] = await loop.run_in_executor(None, conn.recv)
+        stamps[name], cpu[name] = await loop.run_in_executor(None, conn.recv)
+    if server_cpu is not None:
+        cpu["nats-server"] = _process_cpu_s(server_pid) - server_cpu
     for proc in procs:
         proc.join(timeout=10)
     last = max((t for k, t in stamps["router"].items() if k in sent), default=0)
@@ -301,7 +317,21 @@ async def run_rate_processes(
     report = _report(rate, sent, stamps, publish_s, max(drained, publish_s))
     report["stored"] = await _stored(url, len(sent))
     report["risk_decides"] = "as published" if early else "once stored"
+    report["cpu_us_per_event"] = {k: round(v / len(sent) * 1e6) for k, v in cpu.items()}
+    # CPU per event times the rate: how many cores the pipeline keeps busy at this rate
+    report["cpu_cores_at_rate"] = round(sum(cpu.values()) / len(sent) * rate, 2)
     return report
+
+
+def _process_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) another process has used, from /proc (Linux)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_rate(url: str, rate: int, seconds: float, run_id: str) -> dict:
