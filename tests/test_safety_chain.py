@@ -291,6 +291,13 @@ async def test_approved_two_leg_intent_fills_on_paper(nats_url: str, tmp_path) -
             ids.leg_order_id(sig.id, 1),
         ]
         assert all(ids.is_valid(leg.client_order_id) for leg in intent.legs)
+        # decided from the signal's live copy, the stored copy only confirming it
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{rs.health_port}/metrics")).text
+        assert (
+            'hean_messages_handled_early{consumer="risk_killswitch",service="risk-killswitch"} 1.0'
+            in metrics
+        )
         # 1 % of 10 000 USD per leg
         assert intent.legs[0].notional_usd == pytest.approx(100.0)
         fills = await tap.until(

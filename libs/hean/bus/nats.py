@@ -234,6 +234,9 @@ class _PullSub(Subscription):
                         if self.early is not None:
                             self.early.caught_up = False
                         psub = await self._bind()
+                        if self.early is not None:
+                            info = await psub.consumer_info()
+                            self.early.caught_up = info.num_pending == 0
                     await self._stream(psub)
                 except asyncio.CancelledError:
                     raise

@@ -79,6 +79,13 @@ class RuntimeMetrics:
             ["service", "loop"],
             registry=self.registry,
         )
+        self.handled_early = Gauge(
+            "hean_messages_handled_early",
+            "Durable messages handled from their live copy before the stream stored them "
+            "(since start; the stored copy then only confirms them).",
+            ["service", "consumer"],
+            registry=self.registry,
+        )
         self.publish_errors = Counter(
             "hean_publish_errors_total",
             "Publishes that failed (the event is retried or dead-lettered).",

@@ -116,6 +116,10 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
     for hook in app.on_start:
         await hook(ctx)
     await runtime.start()
+    for consumer in bus.early_counts():
+        metrics.handled_early.labels(name, consumer).set_function(
+            lambda c=consumer: bus.early_counts().get(c, 0)
+        )
 
     micro = await _register_micro(bus, name, readiness)
     stop_watching_gc = heap.watch_pauses(metrics.gc_pause_seconds, name)
