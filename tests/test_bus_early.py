@@ -87,9 +87,11 @@ async def test_a_backlog_is_handled_from_the_store_first(nats_url: str) -> None:
     # the live copies that arrived during the backlog were left to the store
     assert sub.early.handled_early < 50
     await _caught_up(sub)
+    early_before = sub.early.handled_early
     await bus.publish(SUBJECT, b"live", msg_id="live-1")
     await wait_for(lambda: got[-1] == b"live")
-    assert sub.early.confirmed_by_store >= 1
+    assert sub.early.handled_early == early_before + 1  # caught up: from its live copy
+    await _acknowledged(bus, "early_backlog", 251)
     await bus.close()
 
 
@@ -162,12 +164,18 @@ async def test_a_server_restart_pauses_live_copies_until_caught_up(
     nats_server.start()
     await wait_for(lambda: bus.connected, timeout=30)
     await bus.publish(SUBJECT, b"after", msg_id="a-1")
-    await wait_for(lambda: got == [b"before", b"after"], timeout=30)
+    # a broker killed with SIGKILL may redeliver what was acknowledged just before (its
+    # consumer state is written lazily): at least once, and the services drop what they
+    # decided already
+    await wait_for(lambda: b"after" in got, timeout=30)
     await _caught_up(sub)
+    early_before = sub.early.handled_early
     await bus.publish(SUBJECT, b"live", msg_id="l-1")
     await wait_for(lambda: got[-1:] == [b"live"], timeout=30)
     await asyncio.sleep(0.3)
-    assert got == [b"before", b"after", b"live"]
+    assert [g for g in got if g != b"before"] == [b"after", b"live"]
+    assert got.index(b"after") > max(i for i, g in enumerate(got) if g == b"before")
+    assert sub.early.handled_early == early_before + 1
     await bus.close()
 
 

@@ -92,10 +92,23 @@ def test_fails_closed_on_stale_or_missing_data_and_old_signals() -> None:
 
 
 def test_duplicate_signal_gets_one_decision() -> None:
+    """A redelivered signal gets the same decision and intent again (for the store to drop as
+    duplicates, or to publish if the first publish failed); its exposure counts once."""
     e = engine()
     s = sig()
-    assert decide(e, s).approved
-    assert e.on_signal(s, T) == []
+    first = e.on_signal(s, T)
+    assert any(isinstance(o, OrderIntent) for o in first)
+    exposure = e.snapshot()["exposure_usd"]
+    assert e.on_signal(s, T + 5) == first
+    assert e.snapshot()["exposure_usd"] == exposure
+    assert e.counts["duplicate"] == 1 and e.counts["approved"] == 1
+    rejected = sig(confidence=0.1)
+    assert e.on_signal(rejected, T) == e.on_signal(rejected, T + 5)
+    # beyond the outputs kept, a very old duplicate is still refused a second decision
+    e.OUTPUTS_KEPT = 1
+    e.on_signal(sig(), T)
+    assert e.on_signal(s, T + 10) == []
+    assert e.counts["approved"] == 2
 
 
 def test_reducing_lets_only_reductions_through() -> None:

@@ -17,7 +17,7 @@ spot is not borrowed, so a sell that would open a short is rejected. HALTED is l
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import msgspec
@@ -123,6 +123,7 @@ class RiskEngine:
         self.rejections: deque[int] = deque()
         self.protections: dict[str, _Protection] = {}
         self.decided: dict[str, None] = {}
+        self.recent_outputs: OrderedDict[str, list[Output]] = OrderedDict()
         self.last_publish_ms = 0
         self.dirty = False
         self.counts: dict[str, int] = {}
@@ -442,13 +443,27 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ signals
 
+    DECIDED_KEPT = 100_000
+    OUTPUTS_KEPT = 10_000
+
     def on_signal(self, signal: Signal, now_ms: int) -> list[Output]:
+        """Decide a signal once. A signal seen again (a redelivery) gets its recent decision
+        again rather than nothing: if publishing it failed the first time, this publishes it,
+        and the store drops what it already holds (same Nats-Msg-Id); the state is not
+        touched twice."""
         if signal.id in self.decided:
             self.counts["duplicate"] = self.counts.get("duplicate", 0) + 1
-            return []
+            return list(self.recent_outputs.get(signal.id, ()))
         self.decided[signal.id] = None
-        while len(self.decided) > 100_000:
+        while len(self.decided) > self.DECIDED_KEPT:
             self.decided.pop(next(iter(self.decided)))
+        out = self._decide(signal, now_ms)
+        self.recent_outputs[signal.id] = out
+        while len(self.recent_outputs) > self.OUTPUTS_KEPT:
+            self.recent_outputs.popitem(last=False)
+        return list(out)
+
+    def _decide(self, signal: Signal, now_ms: int) -> list[Output]:
         try:
             reasons, legs = self._check(signal, now_ms)
         except Exception as exc:  # fail closed on anything unexpected
