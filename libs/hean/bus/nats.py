@@ -210,10 +210,12 @@ class _PullSub(Subscription):
         token = _PRODUCED.set(produced)
         try:
             await self.handler(Message(msg.subject, msg.data, dict(msg.headers or {})))
-        except Exception:
-            log.exception("early handling failed; the stored copy will be handled")
+        except BaseException as exc:  # failed or cancelled (stopping): the store takes over
             self.early.release(key)  # type: ignore[arg-type]
             outcome.set_result(None)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("early handling failed; the stored copy will be handled")
             return
         finally:
             _PRODUCED.reset(token)
