@@ -68,6 +68,7 @@ MARKET_DATA = (
 )
 _TRADING = "HEAN_TRADING"
 _SIGNALS = "HEAN_SIGNALS"
+_DECISIONS = "HEAN_DECISIONS"
 _HISTORY = "HEAN_HISTORY"
 _ALERTS = "HEAN_ALERTS"
 
@@ -142,7 +143,7 @@ def service_grants() -> dict[str, Grant]:
                 sj.ORDER_UPDATE.pattern(),
                 sj.FUNDING_PAYMENT.pattern(),
             ),
-            consume=(_TRADING, _SIGNALS),
+            consume=(_TRADING, _SIGNALS, _DECISIONS),  # decisions: read back at start
             kv=(sj.KV_RISK,),
         ),
         "order-router": Grant(

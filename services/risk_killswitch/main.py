@@ -30,6 +30,7 @@ from hean.config import ConfigError, ServiceSettings
 from hean.risk.engine import SERVICE, RiskEngine
 from hean.risk.latch import LatchError, load_record, save_record
 from hean.risk.limits import RiskLimits
+from hean.risk.recall import decided_since
 from hean.runtime.runner import ServiceApp, ServiceContext
 from hean_proto.subjects import SERVICE_ENDPOINT
 from hean_services.risk_killswitch.logic import RiskKillswitchLogic
@@ -218,6 +219,10 @@ async def _nats_endpoints(ctx: ServiceContext, op: Operator) -> list:
     ]
 
 
+RECALL_MARGIN_S = 60.0
+"""Beyond the signal age limit: covers a redelivery after the durable consumer's ack wait."""
+
+
 def build(settings: Settings) -> ServiceApp:
     limits = limits_from(settings)
     logic = RiskKillswitchLogic(RiskEngine(limits))
@@ -243,10 +248,22 @@ def build(settings: Settings) -> ServiceApp:
                 log.warning(
                     "kill switch is latched HALTED since %s: %s", record.since_ms, record.reason
                 )
+        await recall_decided(ctx, now)
         op.ctx = ctx
         await op.persist()
         logic.restored = True
         subs.extend(await _nats_endpoints(ctx, op))
+
+    async def recall_decided(ctx: ServiceContext, now: int) -> None:
+        since = now - int((settings.max_signal_age_s + RECALL_MARGIN_S) * 1000)
+        try:
+            ids = await decided_since(ctx.bus.js, since)
+        except Exception as exc:  # a redelivery would then be decided again: logged, not fatal
+            log.error("could not read back recent decisions: %s", exc)
+            return
+        logic.engine.remember_decided(ids)
+        if ids:
+            log.info("%d signals decided before this start are known as decided", len(ids))
 
     async def persist(ctx: ServiceContext) -> None:
         while not ctx.stopping.is_set():

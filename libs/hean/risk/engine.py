@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -462,6 +463,14 @@ class RiskEngine:
         while len(self.recent_outputs) > self.OUTPUTS_KEPT:
             self.recent_outputs.popitem(last=False)
         return list(out)
+
+    def remember_decided(self, signal_ids: Iterable[str]) -> None:
+        """Signals an earlier process decided (read back from the store at start): seen
+        again, they are duplicates, not new signals."""
+        for signal_id in signal_ids:
+            self.decided[signal_id] = None
+        while len(self.decided) > self.DECIDED_KEPT:
+            self.decided.pop(next(iter(self.decided)))
 
     def _decide(self, signal: Signal, now_ms: int) -> list[Output]:
         try:
