@@ -25,6 +25,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from hean.bus.nats import NatsBus
 from hean.config import free_port
+from hean.execution import ids
 from hean.execution.store import BookStore
 from hean.natsserver import NatsServer
 from hean.risk.latch import load_record
@@ -118,7 +119,7 @@ async def recorded_decisions(url: str) -> list[RiskDecision]:
             intent_id=i.id,
         )
         for i in await stored(url, "hean.order.approved.>")
-        if isinstance(i, OrderIntent) and not i.signal_id.endswith(":exit")
+        if isinstance(i, OrderIntent) and not ids.is_stop_exit(i.signal_id)
     ]
     return [d for d in rejected if isinstance(d, RiskDecision)] + approved
 

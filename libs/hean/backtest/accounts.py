@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hean.backtest.engine import Replay
+from hean.execution import ids
 from hean_proto.events import Fill
 
 
@@ -95,7 +96,7 @@ def accounts(r: Replay, capital: float) -> Accounts:
     rows: dict[str, IntentRow] = {}
     for intent in rec.intents:
         sig = signals.get(intent.signal_id)
-        if intent.signal_id.endswith(":exit"):
+        if ids.is_stop_exit(intent.signal_id):
             kind = "stop exit"
         elif intent.reduce_only:
             kind = "exit"

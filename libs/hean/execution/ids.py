@@ -29,6 +29,17 @@ def intent_id(signal_id: str) -> str:
     return "I" + _digest("intent", signal_id, length=27)
 
 
+def stop_exit_signal_id(signal_id: str) -> str:
+    """The signal id risk gives the exit it makes itself on a stop-loss or take-profit: there
+    is no strategy signal behind it, only the entry's."""
+    return f"{signal_id}:exit"
+
+
+def is_stop_exit(signal_id: str) -> bool:
+    """True for the id of an exit risk made itself (see ``stop_exit_signal_id``)."""
+    return signal_id.endswith(":exit")
+
+
 def leg_order_id(signal_id: str, leg_index: int) -> str:
     """Client order id of leg ``leg_index`` of the intent derived from ``signal_id``."""
     if not 0 <= leg_index < 100:

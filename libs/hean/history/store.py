@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import nats.errors
-from nats.js.api import DeliverPolicy
 
+from hean.bus.stored import read_stored
 from hean_proto import codec
 from hean_proto.events import Event, FundingRate, OpenInterest
 from hean_proto.subjects import FUNDING, OPEN_INTEREST, msg_id_for, subject_for
@@ -168,35 +167,9 @@ def events_to_frame(events: Iterable[FundingRate], source: str = "hean"):
     return frame.sort_values(["exchange", "symbol", "funding_time_utc"]).reset_index(drop=True)
 
 
-async def _read_history(js, subject: str, idle_timeout_s: float) -> AsyncIterator[Event]:
+def _read_history(js, subject: str, idle_timeout_s: float) -> AsyncIterator[Event]:
     """Every decodable event stored under ``subject`` in the history stream, in order."""
-    # a fresh consumer may report zero pending before it has scanned the stream; the
-    # stream's per-subject counts say reliably whether there is anything to read
-    info = await js.stream_info(HISTORY_STREAM, subjects_filter=subject)
-    if not info.state.subjects or not sum(info.state.subjects.values()):
-        return
-    sub = await js.subscribe(
-        subject,
-        stream=HISTORY_STREAM,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        pending_msgs_limit=-1,
-        pending_bytes_limit=-1,
-    )
-    try:
-        pending = 1
-        while pending:
-            try:
-                msg = await sub.next_msg(timeout=idle_timeout_s)
-            except nats.errors.TimeoutError:
-                break
-            pending = msg.metadata.num_pending
-            try:
-                yield codec.decode(msg.data)
-            except codec.DecodeError:
-                continue
-    finally:
-        await sub.unsubscribe()
+    return read_stored(js, HISTORY_STREAM, subject, idle_timeout_s=idle_timeout_s)
 
 
 async def read_funding(

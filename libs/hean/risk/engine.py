@@ -435,7 +435,7 @@ class RiskEngine:
         return OrderIntent(
             ts_ms=now_ms,
             id=ids.intent_id(f"exit:{intent.id}"),
-            signal_id=f"{intent.signal_id}:exit",
+            signal_id=ids.stop_exit_signal_id(intent.signal_id),
             strategy=intent.strategy,
             symbol=intent.symbol,
             legs=legs,
@@ -455,9 +455,7 @@ class RiskEngine:
         if signal.id in self.decided:
             self.counts["duplicate"] = self.counts.get("duplicate", 0) + 1
             return list(self.recent_outputs.get(signal.id, ()))
-        self.decided[signal.id] = None
-        while len(self.decided) > self.DECIDED_KEPT:
-            self.decided.pop(next(iter(self.decided)))
+        self.remember_decided((signal.id,))
         out = self._decide(signal, now_ms)
         self.recent_outputs[signal.id] = out
         while len(self.recent_outputs) > self.OUTPUTS_KEPT:
@@ -465,8 +463,9 @@ class RiskEngine:
         return list(out)
 
     def remember_decided(self, signal_ids: Iterable[str]) -> None:
-        """Signals an earlier process decided (read back from the store at start): seen
-        again, they are duplicates, not new signals."""
+        """Signals decided here or by an earlier process (read back from the store at
+        start): seen again, they are duplicates, not new signals. The oldest are forgotten
+        beyond ``DECIDED_KEPT``."""
         for signal_id in signal_ids:
             self.decided[signal_id] = None
         while len(self.decided) > self.DECIDED_KEPT:

@@ -10,13 +10,8 @@ ones lets the engine recognise the redelivery as a duplicate.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-
-import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-from hean_proto import codec
+from hean.bus.stored import read_stored
+from hean.execution.ids import is_stop_exit
 from hean_proto.events import OrderIntent, RiskDecision
 from hean_proto.subjects import ORDER_APPROVED, RISK_DECISION, stream_for
 
@@ -32,35 +27,10 @@ async def decided_since(js, since_ms: int, *, idle_timeout_s: float = 1.0) -> se
     for subject in RECORDS:
         stream = stream_for(subject)
         assert stream is not None, subject
-        async for event in _stored_since(js, stream.name, subject, since_ms, idle_timeout_s):
-            exit_intent = isinstance(event, OrderIntent) and event.signal_id.endswith(":exit")
-            if isinstance(event, RiskDecision | OrderIntent) and not exit_intent:
+        stored = read_stored(
+            js, stream.name, subject, since_ms=since_ms, idle_timeout_s=idle_timeout_s
+        )
+        async for event in stored:
+            if isinstance(event, RiskDecision | OrderIntent) and not is_stop_exit(event.signal_id):
                 ids.add(event.signal_id)
     return ids
-
-
-async def _stored_since(js, stream: str, subject: str, since_ms: int, idle_timeout_s: float):
-    start = dt.datetime.fromtimestamp(since_ms / 1000, tz=dt.UTC)
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        opt_start_time=start,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
-    )
-    psub = await js.pull_subscribe(subject, stream=stream, config=config)
-    try:
-        if (await psub.consumer_info()).num_pending == 0:
-            return  # nothing in the window: no fetch to wait out
-        while True:
-            try:
-                msgs = await psub.fetch(1000, timeout=idle_timeout_s)
-            except nats.errors.TimeoutError:
-                return
-            for m in msgs:
-                with contextlib.suppress(codec.DecodeError):
-                    yield codec.decode(m.data)
-            if not msgs or msgs[-1].metadata.num_pending == 0:
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
