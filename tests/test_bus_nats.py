@@ -96,6 +96,81 @@ async def test_failed_handler_gets_redelivery(nats_url: str) -> None:
     await bus.close()
 
 
+async def test_a_message_held_by_an_instance_that_died_comes_back_after_the_ack_wait(
+    nats_url: str,
+) -> None:
+    """An instance that received a message and died (no ack, no nak) holds it until the ack
+    wait ends; a short ack wait brings it back to the restart in about that time. The consumer
+    was created with the default wait and is updated in place."""
+    import nats
+    import nats.js.errors
+
+    bus = await NatsBus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    got: list[Message] = []
+
+    async def h(m: Message) -> None:
+        got.append(m)
+
+    async def ack_wait_once_bound(sub) -> float:
+        for _ in range(250):
+            try:
+                info = await bus.js.consumer_info("HEAN_TRADING", "held_test")
+            except nats.js.errors.NotFoundError:
+                info = None
+            if info is not None and info.num_waiting:  # bound: a pull request is waiting
+                await sub.stop()
+                return info.config.ack_wait
+            await asyncio.sleep(0.02)
+        raise AssertionError("the consumer never bound")
+
+    first = await bus.subscribe("hean.fill.>", h, durable="held_test")
+    assert await ack_wait_once_bound(first) == 30
+    shorter = await bus.subscribe("hean.fill.>", h, durable="held_test", ack_wait_s=1.0, batch=1)
+    assert await ack_wait_once_bound(shorter) == 1
+
+    await bus.publish("hean.fill.bybit.BTC", b"held", msg_id="held-1")
+    dying = await nats.connect(nats_url)
+    psub = await dying.jetstream().pull_subscribe_bind(durable="held_test", stream="HEAN_TRADING")
+    assert [m.data for m in await psub.fetch(1, timeout=5)] == [b"held"]
+    await dying.close()  # gone without an answer, as a SIGKILLed process is
+
+    await bus.subscribe("hean.fill.>", h, durable="held_test", ack_wait_s=1.0, batch=1)
+    await wait_for(lambda: len(got) == 1, timeout=10.0)  # the 30 s default would not be met
+    assert got[0].data == b"held" and got[0].redelivered
+    await bus.close()
+
+
+async def test_a_slow_handler_keeps_its_message_from_other_instances(nats_url: str) -> None:
+    """A handler that works past the ack wait reports progress, so a second instance on the
+    same consumer is not handed the message meanwhile."""
+    a = await NatsBus.connect(nats_url, "a")
+    b = await NatsBus.connect(nats_url, "b")
+    await a.ensure_streams()
+    handled: list[str] = []
+    done = asyncio.Event()
+
+    async def slow(m: Message) -> None:
+        handled.append("a")
+        await asyncio.sleep(3.5)  # three and a half ack waits
+        done.set()
+
+    async def other(m: Message) -> None:
+        handled.append("b")
+
+    await a.subscribe("hean.fill.>", slow, durable="progress_test", ack_wait_s=1.0, batch=1)
+    await a.publish("hean.fill.bybit.BTC", b"slow", msg_id="slow-1")
+    await wait_for(lambda: handled == ["a"])
+    await b.subscribe("hean.fill.>", other, durable="progress_test", ack_wait_s=1.0, batch=1)
+    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.sleep(1.5)  # a redelivery would have reached b by now
+    assert handled == ["a"]
+    info = await a.js.consumer_info("HEAN_TRADING", "progress_test")
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0
+    await a.close()
+    await b.close()
+
+
 async def test_pipelined_output_is_stored_before_its_input_is_acknowledged(nats_url: str) -> None:
     """A durable input whose output cannot be stored yet stays unacknowledged; once the
     output's retry stores it, the input is acknowledged (and not redelivered)."""

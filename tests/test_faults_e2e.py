@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from nats.errors import TimeoutError as NatsTimeout
 
 from hean.bus.nats import NatsBus
+from hean.bus.stored import read_stored
 from hean.config import free_port
 from hean.execution import ids
 from hean.execution.store import BookStore
@@ -129,18 +129,8 @@ async def stored(url: str, subject: str) -> list:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        sub = await js.pull_subscribe(subject, stream=stream_for(subject).name)
-        out = []
-        while True:
-            try:
-                msgs = await sub.fetch(500, timeout=1.0)
-            except NatsTimeout:
-                break
-            for m in msgs:
-                out.append(codec.decode(m.data))
-                await m.ack()
-        await sub.unsubscribe()
-        return out
+        stream = stream_for(subject).name
+        return [e async for e in read_stored(js, stream, subject, idle_timeout_s=1.0)]
     finally:
         await nc.close()
 

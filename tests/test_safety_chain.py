@@ -159,6 +159,27 @@ def signal(**over) -> Signal:
     return Signal(**values)
 
 
+def one_leg_intent(sid: str) -> OrderIntent:
+    """An intent as risk would approve it, published directly to the router."""
+    return OrderIntent(
+        ts_ms=now_ms(),
+        id=ids.intent_id(sid),
+        signal_id=sid,
+        strategy="funding_arb",
+        symbol="BTCUSDT",
+        legs=[
+            IntentLeg(
+                client_order_id=ids.leg_order_id(sid, 0),
+                venue="bybit",
+                symbol="BTCUSDT",
+                side="buy",
+                qty=0.5,
+                notional_usd=50.0,
+            )
+        ],
+    )
+
+
 async def active(tap: Tap, rs: risk_main.Settings, ro: router_main.Settings | None = None):
     """Risk is ACTIVE and has seen both venues' books; the router (if any) heard it."""
     await tap.until(of(RiskState, state="ACTIVE"))
@@ -442,30 +463,72 @@ async def test_silent_risk_service_stops_new_orders(nats_url: str, tmp_path) -> 
             await active(tap, rs)
         # risk is gone; its last ACTIVE state ages past risk_max_age_s
         await asyncio.sleep(ro.risk_max_age_s + 0.3)
-        sid = f"direct-{time.time_ns()}"
-        intent = OrderIntent(
-            ts_ms=now_ms(),
-            id=ids.intent_id(sid),
-            signal_id=sid,
-            strategy="funding_arb",
-            symbol="BTCUSDT",
-            legs=[
-                IntentLeg(
-                    client_order_id=ids.leg_order_id(sid, 0),
-                    venue="bybit",
-                    symbol="BTCUSDT",
-                    side="buy",
-                    qty=0.5,
-                    notional_usd=50.0,
-                )
-            ],
-        )
+        intent = one_leg_intent(f"direct-{time.time_ns()}")
         await feed.publish(intent)
         update = (await tap.until(of(OrderUpdate, intent_id=intent.id)))[0]
         assert update.status == "rejected"
         assert "risk state stale" in update.reason
         await asyncio.sleep(0.3)
         assert not of(Fill)(tap.events)
+
+
+async def test_an_intent_ahead_of_risks_state_waits_for_it_and_is_refused_without_it(
+    nats_url: str, tmp_path
+) -> None:
+    """An intent that reaches the router before risk's state does (the router has just
+    started, or risk has just restarted after a silence) waits for the next state, at most
+    ``risk_max_age_s``, instead of being refused for a gap in the router's hearing; with no
+    state by then it is refused, fail closed."""
+    rs = risk_settings(nats_url, tmp_path)
+    async with harness(nats_url) as (feed, tap):
+        ro = router_settings(nats_url, tmp_path, risk_max_age_s=1.0)
+        async with running(router_main.build(ro), ro):
+            alone = one_leg_intent(f"alone-{time.time_ns()}")
+            await feed.publish(alone)
+            update = (await tap.until(of(OrderUpdate, intent_id=alone.id)))[0]
+            assert update.status == "rejected" and update.reason.endswith("no risk state received")
+
+        ro = router_settings(nats_url, tmp_path, risk_max_age_s=2.5)
+        async with running(router_main.build(ro), ro):
+            for when in ("before risk's first state", "after risk was silent"):
+                intent = one_leg_intent(f"ahead-{time.time_ns()}")
+                await feed.publish(intent)
+                await asyncio.sleep(0.5)  # the router holds it: risk is not up
+                assert not of(OrderUpdate, intent_id=intent.id)(tap.events), when
+                async with running(risk_main.build(rs), rs):
+                    fill = (await tap.until(of(Fill, intent_id=intent.id)))[0]
+                    assert fill.qty == 0.5 and fill.paper, when
+                rs.health_port = free_port()
+                await asyncio.sleep(ro.risk_max_age_s + 0.3)  # its last state is now stale
+
+
+async def test_an_intent_held_by_a_router_that_died_is_executed_by_its_restart(
+    nats_url: str, tmp_path
+) -> None:
+    """A router that took an intent and died without answering holds it for the intent ack
+    wait; the restart then executes it, well inside the intent's maximum age."""
+    import nats
+
+    rs = risk_settings(nats_url, tmp_path)
+    ro = router_settings(nats_url, tmp_path, intent_ack_wait_s=1.0)
+    async with harness(nats_url) as (feed, tap), running(risk_main.build(rs), rs):
+        async with running(router_main.build(ro), ro):
+            await active(tap, rs, ro)  # the router's consumer exists, with its ack wait
+        held = one_leg_intent(f"held-{time.time_ns()}")
+        await feed.publish(held)
+        dying = await nats.connect(nats_url)
+        psub = await dying.jetstream().pull_subscribe_bind(
+            durable="order_router", stream="HEAN_TRADING"
+        )
+        assert [codec.decode(m.data) for m in await psub.fetch(1, timeout=5)] == [held]
+        await dying.close()  # the intent was received and never answered
+
+        ro.health_port = free_port()
+        async with running(router_main.build(ro), ro):
+            fill = (await tap.until(of(Fill, intent_id=held.id), timeout=15))[0]
+        assert fill.qty == 0.5
+        updates = of(OrderUpdate, intent_id=held.id)(tap.events)
+        assert not [u for u in updates if u.status == "rejected"], updates
 
 
 async def test_one_leg_failure_is_unwound(nats_url: str, tmp_path) -> None:
@@ -515,23 +578,7 @@ async def test_crash_between_send_and_record_leaves_exactly_one_order(
     cid = ids.leg_order_id(sid, 0)
 
     def make_intent() -> OrderIntent:
-        return OrderIntent(
-            ts_ms=now_ms(),
-            id=ids.intent_id(sid),
-            signal_id=sid,
-            strategy="funding_arb",
-            symbol="BTCUSDT",
-            legs=[
-                IntentLeg(
-                    client_order_id=cid,
-                    venue="bybit",
-                    symbol="BTCUSDT",
-                    side="buy",
-                    qty=0.5,
-                    notional_usd=50.0,
-                )
-            ],
-        )
+        return one_leg_intent(sid)
 
     async with harness(nats_url) as (feed, tap), running(risk_main.build(rs), rs):
         await active(tap, rs)

@@ -48,6 +48,11 @@ class Settings(ServiceSettings, kw_only=True):
     live: bool = False
     """The explicit opt-in to send real orders through the venue layer."""
     risk_max_age_s: Positive = 5.0
+    """New orders need a risk state heard this recently; a router that has just started
+    waits this long for its first one before refusing."""
+    intent_ack_wait_s: Positive = 5.0
+    """An intent handed to a router that dies before acknowledging it is delivered again
+    after this long (to its restart), well inside ``max_intent_age_s``."""
     order_timeout_s: Positive = 10.0
     leg_fill_timeout_s: Positive = 5.0
     lookup_attempts: Annotated[int, Meta(ge=1, le=50)] = 5
@@ -211,6 +216,7 @@ def build(
             except codec.DecodeError as exc:
                 await ctx.runtime.dead_letter(message, str(exc), "invalid_intent")
                 return
+            await gate.wait_fresh(ctx.runtime.clock.now_ms(), settings.risk_max_age_s)
             task = asyncio.create_task(executor.execute(intent))
             state["running"] = task
             try:
@@ -235,7 +241,15 @@ def build(
         state["subs"] = [
             await ctx.bus.subscribe(CONTROL.pattern(NAME), on_control),
             await ctx.bus.subscribe(CONTROL.pattern("all"), on_control),
-            await ctx.bus.subscribe(ORDER_APPROVED.pattern(), on_intent, durable="order_router"),
+            # one at a time with a short ack wait: an intent this instance held when it died
+            # comes back to its restart in seconds, young enough to be executed
+            await ctx.bus.subscribe(
+                ORDER_APPROVED.pattern(),
+                on_intent,
+                durable="order_router",
+                ack_wait_s=settings.intent_ack_wait_s,
+                batch=1,
+            ),
         ]
         previous = ctx.bus.on_state_change
 

@@ -21,6 +21,12 @@ class Message:
 
 Handler = Callable[[Message], Awaitable[None]]
 
+ACK_WAIT_S = 30.0
+"""How long a durable message handed to an instance may go unacknowledged before it is
+delivered again: to another instance, or to this one's restart after a crash."""
+PULL_BATCH = 64
+"""How many durable messages an instance asks for at once; each is handed on as it arrives."""
+
 
 class Subscription(abc.ABC):
     @abc.abstractmethod
@@ -62,6 +68,8 @@ class Bus(abc.ABC):
         queue: str | None = None,
         durable: str | None = None,
         early: bool = False,
+        ack_wait_s: float = ACK_WAIT_S,
+        batch: int = PULL_BATCH,
     ) -> Subscription:
         """Deliver matching messages to ``handler``.
 
@@ -69,7 +77,10 @@ class Bus(abc.ABC):
         stored consumer that resumes where it stopped and is acknowledged only after the
         handler returns, so a crash redelivers instead of losing. ``early`` (durable, single
         instance) handles a message from its live copy without waiting for the store; the
-        stored copy then only confirms it (``hean.bus.early``).
+        stored copy then only confirms it (``hean.bus.early``). ``ack_wait_s`` and ``batch``
+        tune a durable consumer: a short ack wait with a batch of one suits slow, sequential
+        work whose message should come back soon after a crash (an intent at the router); the
+        message is kept in progress while its handler runs, however long that takes.
         """
 
     @abc.abstractmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from hean.bus.base import Bus, Handler, Message, Subscription
+from hean.bus.base import ACK_WAIT_S, PULL_BATCH, Bus, Handler, Message, Subscription
 from hean.clock import Clock, SystemClock
 from hean_proto.subjects import matches, stream_for
 
@@ -110,6 +110,8 @@ class InMemoryBus(Bus):
         queue: str | None = None,
         durable: str | None = None,
         early: bool = False,  # one delivery here: stored and live are the same moment
+        ack_wait_s: float = ACK_WAIT_S,  # nothing is redelivered in one process
+        batch: int = PULL_BATCH,
     ) -> Subscription:
         sub = _Sub(self, pattern, handler, queue, durable)
         self._subs.append(sub)

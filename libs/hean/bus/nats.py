@@ -37,7 +37,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from hean.bus.base import Bus, Handler, Message, Subscription
+from hean.bus.base import ACK_WAIT_S, PULL_BATCH, Bus, Handler, Message, Subscription
 from hean.bus.early import EarlyCopies
 from hean_proto.subjects import STREAMS, StreamSpec, stream_for
 
@@ -115,7 +115,8 @@ class _PullSub(Subscription):
     durable: str
     stream: StreamSpec
     handler: Handler
-    batch: int = 64
+    batch: int = PULL_BATCH
+    ack_wait_s: float = ACK_WAIT_S
     task: asyncio.Task | None = None
     last_ok: float = field(default_factory=time.monotonic)
     failures: int = 0
@@ -144,16 +145,18 @@ class _PullSub(Subscription):
     async def _bind(self):
         js = self.bus.js
         config = ConsumerConfig(
+            name=self.durable,
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             filter_subject=self.pattern,
-            ack_wait=30,
+            ack_wait=self.ack_wait_s,
             max_deliver=10,
         )
-        return await js.pull_subscribe(
-            self.pattern, durable=self.durable, stream=self.stream.name, config=config
-        )
+        # created, or updated in place (its position kept), so that a changed ack wait
+        # reaches a consumer an earlier release created
+        await js.add_consumer(self.stream.name, config=config)
+        return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream.name)
 
     async def _process(self, m: Msg) -> None:
         if self.early is not None:
@@ -288,7 +291,11 @@ class _PullSub(Subscription):
             left -= 1
             self.last_ok = time.monotonic()
             self.failures = 0
-            await self._process(msg)
+            progress = _InProgress(msg, self.ack_wait_s / 3)
+            try:
+                await self._process(msg)
+            finally:
+                progress.cancel()
 
     async def _hand_back(self, psub) -> None:
         """Messages the server already sent but this instance will not handle go back at once
@@ -301,6 +308,41 @@ class _PullSub(Subscription):
             if not nats.js.JetStreamContext.is_status_msg(msg):
                 with contextlib.suppress(Exception):
                     await msg.nak()
+
+
+class _InProgress:
+    """Tells the server, every third of the ack wait, that a message is still being handled.
+
+    A handler may take longer than the ack wait (an order at a venue); without this the
+    server would deliver the message again meanwhile. With it the ack wait can stay short, so
+    that a message held by an instance that died is delivered again within seconds. A timer,
+    not a task, so that a message handled at once costs next to nothing.
+    """
+
+    __slots__ = ("_handle", "_interval", "_loop", "_msg")
+
+    def __init__(self, msg: Msg, interval_s: float) -> None:
+        self._msg = msg
+        self._interval = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(interval_s, self._tick)
+
+    def _tick(self) -> None:
+        task = self._loop.create_task(_quietly(self._msg.in_progress()))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+        self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+_BACKGROUND: set[asyncio.Task] = set()
+
+
+async def _quietly(aw) -> None:
+    with contextlib.suppress(Exception):
+        await aw
 
 
 PULL_EXPIRES_S = 1.0
@@ -626,12 +668,14 @@ class NatsBus(Bus):
         queue: str | None = None,
         durable: str | None = None,
         early: bool = False,
+        ack_wait_s: float = ACK_WAIT_S,
+        batch: int = PULL_BATCH,
     ) -> Subscription:
         if durable is not None:
             spec = stream_for(pattern.replace(">", "x").replace("*", "x"))
             if spec is None:
                 raise ValueError(f"durable subscription on {pattern!r}: no stream captures it")
-            sub = _PullSub(self, pattern, durable, spec, handler)
+            sub = _PullSub(self, pattern, durable, spec, handler, batch, ack_wait_s)
             if early:
                 if queue is not None:
                     raise ValueError(f"early handling of {pattern!r} needs a single instance")
