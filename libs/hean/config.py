@@ -47,6 +47,11 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     venue_mode: Literal["sim", "live"] = "sim"
     sim_url: str = "http://127.0.0.1:8110"
     max_event_bytes: Annotated[int, Meta(gt=0, le=8 * 1024 * 1024)] = 256 * 1024
+    pending_msgs_limit: Annotated[int, Meta(gt=0)] = 50_000
+    """Messages a subscription may hold unhandled; beyond it NATS drops the excess (a slow
+    consumer) rather than let memory grow."""
+    slow_consumer_window_s: Annotated[float, Meta(gt=0)] = 30.0
+    """How long a service reports not ready (``keeping_up``) after messages were dropped."""
 
 
 S = TypeVar("S", bound=ServiceSettings)

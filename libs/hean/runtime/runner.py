@@ -92,6 +92,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
         password_file=settings.nats_password_file,
         tls_ca_file=settings.nats_tls_ca_file,
     )
+    bus.PENDING_MSGS_LIMIT = settings.pending_msgs_limit
     metrics.nats_connected.labels(name).set(1)
     bus.on_state_change = lambda up: metrics.nats_connected.labels(name).set(1 if up else 0)
     bus.on_slow_consumer = lambda subject: metrics.slow_consumer_drops.labels(name).inc()
@@ -108,7 +109,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> int:
             conditions.update(extra())
         stale = bus.stale_consumers()
         conditions["consumers_fresh"] = not stale
-        conditions["keeping_up"] = bus.keeping_up()
+        conditions["keeping_up"] = bus.keeping_up(settings.slow_consumer_window_s)
         metrics.pending_messages.labels(name).set(bus.pending_messages())
         metrics.ready.labels(name).set(1 if all(conditions.values()) else 0)
         return conditions
