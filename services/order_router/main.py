@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta
 
-from hean.bus.base import Message
+from hean.bus.base import PULL_BATCH, Message
 from hean.config import ConfigError, ServiceSettings
 from hean.execution.executor import ExecConfig, ExecMetrics, Executor
 from hean.execution.gate import RiskGate
@@ -241,14 +241,16 @@ def build(
         state["subs"] = [
             await ctx.bus.subscribe(CONTROL.pattern(NAME), on_control),
             await ctx.bus.subscribe(CONTROL.pattern("all"), on_control),
-            # one at a time with a short ack wait: an intent this instance held when it died
-            # comes back to its restart in seconds, young enough to be executed
+            # a short ack wait: an intent this instance held when it died comes back to its
+            # restart in seconds, young enough to be executed. Live executions wait for venues,
+            # so intents are taken one at a time, lest one queued behind a slow execution
+            # outlive the ack wait; paper executions take microseconds, and a batch is cheaper.
             await ctx.bus.subscribe(
                 ORDER_APPROVED.pattern(),
                 on_intent,
                 durable="order_router",
                 ack_wait_s=settings.intent_ack_wait_s,
-                batch=1,
+                batch=1 if settings.live else PULL_BATCH,
             ),
         ]
         previous = ctx.bus.on_state_change

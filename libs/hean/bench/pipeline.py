@@ -158,10 +158,11 @@ def _stages(stamps: dict, run_id: str, early: bool = True) -> list[_Stage]:
         _Stage(
             "router",
             [
-                Input(
+                Input(  # as the paper order-router takes intents: a short ack wait
                     subjects.ORDER_APPROVED.pattern("bench"),
                     (ev.OrderIntent,),
                     durable=f"bench_router_{run_id}",
+                    ack_wait_s=5.0,
                 )
             ],
             _consume,

@@ -49,7 +49,13 @@ class Runtime:
         for spec in self.logic.inputs():
             handler = self._make_handler(spec.kinds)
             sub = await self.bus.subscribe(
-                spec.pattern, handler, queue=spec.queue, durable=spec.durable, early=spec.early
+                spec.pattern,
+                handler,
+                queue=spec.queue,
+                durable=spec.durable,
+                early=spec.early,
+                ack_wait_s=spec.ack_wait_s,
+                batch=spec.batch,
             )
             self._subs.append(sub)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hean.bus.base import ACK_WAIT_S, PULL_BATCH
 from hean_proto.events import Event
 
 
@@ -21,6 +22,7 @@ class Input:
     acknowledged (JetStream) so nothing is lost while the service is down. ``early`` lets a
     single-instance durable consumer act on a message as it is published instead of once it
     is on disk; the stored copy is acknowledged when what it produced is stored.
+    ``ack_wait_s`` and ``batch`` tune a durable consumer (see ``Bus.subscribe``).
     """
 
     pattern: str
@@ -28,6 +30,8 @@ class Input:
     queue: str | None = None
     durable: str | None = None
     early: bool = False
+    ack_wait_s: float = ACK_WAIT_S
+    batch: int = PULL_BATCH
 
 
 @dataclass(frozen=True)
