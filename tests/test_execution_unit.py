@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from hean.clock import SimClock
@@ -133,6 +135,24 @@ def test_gate_needs_a_fresh_active_state_and_honours_the_latch() -> None:
     assert "HALTED" in (gate.refusal(False, T + 3000) or "")
     gate.on_state(_state("ACTIVE", since=T + 4000), T + 4000)
     assert gate.refusal(False, T + 4000) is None
+
+
+async def test_the_gate_waits_only_when_its_state_is_missing_or_stale_and_not_latched() -> None:
+    gate = RiskGate(max_age_ms=1000)
+    # nothing heard: waits until the next state arrives, not for the whole timeout
+    later = asyncio.get_running_loop().call_later(0.05, gate.on_state, _state("ACTIVE"), T)
+    await asyncio.wait_for(gate.wait_fresh(T, timeout_s=30.0), 5.0)
+    later.cancel()
+    assert gate.refusal(False, T) is None
+    # fresh: no wait at all
+    await asyncio.wait_for(gate.wait_fresh(T + 500, timeout_s=30.0), 0.5)
+    # stale and nothing comes: the wait ends at its timeout and the refusal stands
+    await gate.wait_fresh(T + 5000, timeout_s=0.05)
+    assert "stale" in (gate.refusal(False, T + 5000) or "")
+    # latched HALTED: nothing to wait for, the latch decides
+    gate.latch(T + 6000)
+    await asyncio.wait_for(gate.wait_fresh(T + 9000, timeout_s=30.0), 0.5)
+    assert "HALTED" in (gate.refusal(False, T + 9000) or "")
 
 
 def test_spot_and_perp_of_one_symbol_are_two_positions_and_spot_pays_no_funding() -> None:
