@@ -151,33 +151,49 @@ async def until(predicate, timeout: float, what: str, step: float = 0.2):
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last})")
 
 
-# ------------------------------------------------------------------------ the broker dies
-
-
-async def test_nats_sigkill_loses_and_duplicates_nothing(nats_server: NatsServer, tmp_path) -> None:
-    url = nats_server.url
+def chain_settings(
+    url: str, tmp_path: Path, **common
+) -> tuple[risk_main.Settings, router_main.Settings]:
+    """risk-killswitch and order-router (paper) as the broker-fault tests run them."""
+    common = dict(nats_url=url, state_dir=str(tmp_path), heartbeat_s=5.0, **common)
     rs = risk_main.Settings(
-        nats_url=url,
+        **common,
         health_port=free_port(),
-        state_dir=str(tmp_path),
         risk_token="operator-token",
         max_symbol_exposure_frac=1.0,
         max_gross_exposure_frac=1.0,
         state_publish_s=0.2,
         persist_s=0.5,
-        heartbeat_s=5.0,
     )
     ro = router_main.Settings(
-        nats_url=url,
+        **common,
         health_port=free_port(),
-        state_dir=str(tmp_path),
         venues=["bybit", "binance"],
         risk_max_age_s=3.0,
         leg_fill_timeout_s=1.0,
         lookup_delay_s=0.05,
         stop_grace_s=0.5,
-        heartbeat_s=5.0,
     )
+    return rs, ro
+
+
+async def chain_trading(
+    http: httpx.AsyncClient, rs: risk_main.Settings, ro: router_main.Settings
+) -> bool:
+    """The router has heard risk ACTIVE and risk has fresh books from both venues."""
+    r = await http.get(f"http://127.0.0.1:{ro.health_port}/status")
+    risk = await http.get(f"http://127.0.0.1:{rs.health_port}/risk/state")
+    return r.json()["state"]["risk_state"] == "ACTIVE" and set(
+        risk.json()["venues_seen_ms"]
+    ) >= set(PRICES)
+
+
+# ------------------------------------------------------------------------ the broker dies
+
+
+async def test_nats_sigkill_loses_and_duplicates_nothing(nats_server: NatsServer, tmp_path) -> None:
+    url = nats_server.url
+    rs, ro = chain_settings(url, tmp_path)
     bus = await NatsBus.connect(url, "test-producer")
     await bus.ensure_streams()
     feeder = asyncio.create_task(books_forever(bus))
@@ -185,15 +201,7 @@ async def test_nats_sigkill_loses_and_duplicates_nothing(nats_server: NatsServer
     try:
         async with running(risk_main.build(rs), rs), running(router_main.build(ro), ro):
             async with httpx.AsyncClient() as http:
-
-                async def trading() -> bool:
-                    r = await http.get(f"http://127.0.0.1:{ro.health_port}/status")
-                    risk = await http.get(f"http://127.0.0.1:{rs.health_port}/risk/state")
-                    return r.json()["state"]["risk_state"] == "ACTIVE" and set(
-                        risk.json()["venues_seen_ms"]
-                    ) >= set(PRICES)
-
-                await until(trading, 30, "the chain ready to trade")
+                await until(lambda: chain_trading(http, rs, ro), 30, "the chain ready to trade")
                 restart: asyncio.Task | None = None
                 for i in range(24):
                     if i == 8:

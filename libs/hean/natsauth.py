@@ -205,7 +205,12 @@ def _kv_read(bucket: str) -> list[str]:
 
 
 def _kv_own(bucket: str) -> list[str]:
-    return [f"$JS.API.STREAM.CREATE.KV_{bucket}", *_kv_read(bucket), f"$KV.{bucket}.>"]
+    return [
+        f"$JS.API.STREAM.CREATE.KV_{bucket}",
+        f"$JS.API.STREAM.UPDATE.KV_{bucket}",  # its replicas raised to the deployment's
+        *_kv_read(bucket),
+        f"$KV.{bucket}.>",
+    ]
 
 
 def permissions(grant: Grant) -> tuple[list[str], list[str]]:

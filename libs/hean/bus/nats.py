@@ -416,6 +416,8 @@ class NatsBus(Bus):
         self.slow_consumer_drops = 0
         self.last_slow_consumer: float | None = None
         self.on_slow_consumer: Callable[[str], None] | None = None
+        self.replicas = 1
+        """Replicas of the streams and KV buckets this bus creates (``ensure_streams``)."""
 
     @classmethod
     async def connect(
@@ -537,8 +539,10 @@ class NatsBus(Bus):
     ) -> None:
         """Create or update every stream; idempotent, safe from many services at once.
 
-        ``replicas`` above 1 needs a JetStream cluster with at least that many nodes.
+        ``replicas`` above 1 needs a JetStream cluster with at least that many nodes; the KV
+        buckets this bus opens later get as many.
         """
+        self.replicas = replicas
         for spec in specs:
             config = stream_config(spec, replicas)
             try:
@@ -720,9 +724,26 @@ class NatsBus(Bus):
             try:
                 kv = await self.js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
-                kv = await self.js.create_key_value(bucket=bucket, history=5)
+                kv = await self.js.create_key_value(
+                    bucket=bucket, history=5, replicas=self.replicas
+                )
+            else:
+                await self._replicate(f"KV_{bucket}")
             self._kv[bucket] = kv
         return kv
+
+    async def _replicate(self, stream: str) -> None:
+        """Raise a bucket's replicas to the deployment's: the risk record and the router's
+        book must outlive a node as the ledger streams do, also where a single-node store
+        became a cluster."""
+        info = await self.js.stream_info(stream)
+        held = info.config.num_replicas
+        if held is not None and held < self.replicas:
+            info.config.num_replicas = self.replicas
+            try:
+                await self.js.update_stream(info.config)
+            except nats.errors.Error as exc:  # a reader of the bucket may not: its owner does
+                log.warning("%s kept at %d replicas: %s", stream, held, exc)
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
         kv = await _js_retry(lambda: self._bucket(bucket))
