@@ -7,12 +7,26 @@ import contextlib
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hean.bus.base import Message
 from hean.bus.nats import NatsBus
 from hean.natsserver import cluster_of
+from hean_services.order_router import main as router_main
+from hean_services.risk_killswitch import main as risk_main
+from tests.service_helpers import running
 from tests.test_bus_nats import wait_for
+from tests.test_faults_e2e import (
+    books_forever,
+    chain_settings,
+    chain_trading,
+    make_signal,
+    publish_until_stored,
+    recorded_decisions,
+    stored,
+    until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -107,22 +121,6 @@ async def test_the_trading_chain_carries_on_when_a_node_dies_and_rejoins(tmp_pat
     """risk-killswitch and order-router on a 3-node cluster (streams and KV buckets with 3
     replicas): the node leading the router's book is killed while signals keep coming. Every
     signal is decided once, every leg filled once, both services stay ready; the node rejoins."""
-    import httpx
-
-    from hean_services.order_router import main as router_main
-    from hean_services.risk_killswitch import main as risk_main
-    from tests.service_helpers import running
-    from tests.test_faults_e2e import (
-        books_forever,
-        chain_settings,
-        chain_trading,
-        make_signal,
-        publish_until_stored,
-        recorded_decisions,
-        stored,
-        until,
-    )
-
     nodes = [n.start() for n in cluster_of(tmp_path / "nats")]
     url = ",".join(n.url for n in nodes)
     rs, ro = chain_settings(url, tmp_path, nats_replicas=3)

@@ -9,11 +9,11 @@ import time
 from hean.bus.nats import NatsBus
 from hean.risk.recall import decided_since
 from hean_proto import codec
-from hean_proto.events import IntentLeg, OrderIntent, RiskDecision
+from hean_proto.events import OrderIntent, RiskDecision
 from hean_proto.subjects import msg_id_for, subject_for
 from hean_services.risk_killswitch import main as risk_main
 from tests.service_helpers import of, running
-from tests.test_safety_chain import active, harness, risk_settings, signal
+from tests.test_safety_chain import active, harness, one_leg_intent, risk_settings, signal
 
 
 def _now_ms() -> int:
@@ -32,27 +32,11 @@ def _rejection(signal_id: str) -> RiskDecision:
 
 
 def _approval(signal_id: str) -> tuple[RiskDecision, OrderIntent]:
-    intent = OrderIntent(
-        ts_ms=_now_ms(),
-        id=f"i-{signal_id}",
-        signal_id=signal_id,
-        strategy="arb",
-        symbol="BTCUSDT",
-        legs=[
-            IntentLeg(
-                client_order_id=f"H{signal_id}",
-                venue="bybit",
-                symbol="BTCUSDT",
-                side="buy",
-                qty=0.01,
-                notional_usd=1.0,
-            )
-        ],
-    )
+    intent = one_leg_intent(signal_id)
     decision = RiskDecision(
         ts_ms=intent.ts_ms,
         signal_id=signal_id,
-        strategy="arb",
+        strategy=intent.strategy,
         symbol="BTCUSDT",
         approved=True,
         intent_id=intent.id,

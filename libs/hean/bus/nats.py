@@ -728,7 +728,8 @@ class NatsBus(Bus):
                     bucket=bucket, history=5, replicas=self.replicas
                 )
             else:
-                await self._replicate(f"KV_{bucket}")
+                if self.replicas > 1:  # one replica is every bucket's least: nothing to raise
+                    await self._replicate(f"KV_{bucket}")
             self._kv[bucket] = kv
         return kv
 
