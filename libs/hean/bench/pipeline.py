@@ -278,17 +278,21 @@ async def run_rate_processes(
     *,
     early: bool = True,
     server_pid: int | None = None,
+    bare: bool = False,
 ) -> dict:
-    """The same pipeline with each stage in its own process, as the services run."""
+    """The same pipeline with each stage in its own process, as the services run;
+    ``bare`` runs bare nats-py relays instead (``hean.bench.bare``: the floor)."""
     import multiprocessing as mp
+
+    from hean.bench import bare as bare_stages
+
+    target = bare_stages.stage_process if bare else _stage_process
 
     ctx = mp.get_context("spawn")
     procs, conns = [], []
     for name in ("predictor", "strategy", "risk", "router"):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(
-            target=_stage_process, args=(name, url, run_id, early, child), daemon=True
-        )
+        proc = ctx.Process(target=target, args=(name, url, run_id, early, child), daemon=True)
         proc.start()
         procs.append(proc)
         conns.append(parent)
@@ -318,6 +322,7 @@ async def run_rate_processes(
     report = _report(rate, sent, stamps, publish_s, max(drained, publish_s))
     report["stored"] = await _stored(url, len(sent))
     report["risk_decides"] = "as published" if early else "once stored"
+    report["stages"] = "bare nats-py" if bare else "hean"
     report["cpu_us_per_event"] = {k: round(v / len(sent) * 1e6) for k, v in cpu.items()}
     # CPU per event times the rate: how many cores the pipeline keeps busy at this rate
     report["cpu_cores_at_rate"] = round(sum(cpu.values()) / len(sent) * rate, 2)
