@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hean.bench import pipeline
-from hean.bench.__main__ import GOAL_HOP, _goal_lines, _goal_runs
+from hean.bench.__main__ import GOAL_HOP, _goal_lines, _goal_runs, render_goal
 
 EVENTS = 100
 
@@ -58,3 +58,7 @@ def test_the_table_gives_each_setting_and_each_run(goal: dict) -> None:
     assert "fsync every write (as deployed)" in text and "fsync every 2 min" in text
     assert text.count("  hean  p99 median") == 2 and text.count("  floor p99 median") == 2
     assert text.count(f"lost 0 of {EVENTS}") == 4
+    # ``python -m hean.bench --only goal`` heads the same lines with the disk's stored rate
+    only = render_goal({"store": {"one_stream_msgs_per_s": 4321}, "goal": goal})
+    assert only.splitlines()[0] == "one JetStream stream, fsync per message: 4,321 msgs/s stored"
+    assert only.endswith(text)
