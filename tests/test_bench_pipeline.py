@@ -56,6 +56,7 @@ def test_every_event_reaches_the_router_and_is_counted(goal: dict, sync: str, ki
 def test_the_table_gives_each_setting_and_each_run(goal: dict) -> None:
     text = "\n".join(_goal_lines(goal))
     assert "fsync every write (as deployed)" in text and "fsync every 2 min" in text
+    assert text.count(f"ms at {EVENTS}/s, fsync every") == 2  # the rate the runs were offered
     assert text.count("  hean  p99 median") == 2 and text.count("  floor p99 median") == 2
     assert text.count(f"lost 0 of {EVENTS}") == 4
     # ``python -m hean.bench --only goal`` heads the same lines with the disk's stored rate
