@@ -201,7 +201,7 @@ def _goal_lines(goal: dict) -> list[str]:
         lines += [
             "",
             f"the goal: signal -> intent ({GOAL_HOP}) p99 < {GOAL_P99_MS:g} ms at"
-            f" {goal.get('rate', GOAL_RATE):,}/s,"
+            f" {goal['rate']:,}/s,"
             f" {what}; HEAN and the bare nats-py floor by turns",
         ]
         for kind, s in goal[sync]["summary"].items():

@@ -55,14 +55,12 @@ async def _serve(name: str, url: str, run_id: str, conn) -> None:
     async def relay(msg: Msg) -> None:
         event = codec.decode(msg.data)
         stamps[_key(event)] = time.monotonic_ns()
-        now_ms = int(time.time() * 1000)
         if convert is not None:
-            out = convert(event, now_ms)
+            out = convert(event, int(time.time() * 1000))
             await _relay(nc, js, pending, out if isinstance(out, list) else [out])
 
-    async def receive_and_ack(msg: Msg) -> None:
-        event = codec.decode(msg.data)
-        stamps[_key(event)] = time.monotonic_ns()
+    async def receive_and_ack(msg: Msg) -> None:  # the router: the last stamp, nothing relayed
+        await relay(msg)
         await msg.ack()
 
     async def ack(msg: Msg) -> None:
