@@ -21,6 +21,33 @@ async def wait_for(predicate, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.HEAN_SIGNALS.risk.3.120.45.1764150000000000000.7",
+        "$JS.ACK._.ACCOUNTHASH.HEAN_SIGNALS.risk.1.120.45.1764150000000000000.0.tok",
+        "$JS.ACK.hub.ACCOUNTHASH.HEAN_TRADING.router.12.9.9.1764150000000000000.31",
+    ],
+)
+def test_delivery_counts_from_the_ack_subject_agree_with_nats_py(reply: str) -> None:
+    from nats.aio.msg import Msg
+
+    from hean.bus.nats import _delivery_counts
+
+    m = Msg(_client=None, reply=reply)  # type: ignore[arg-type]
+    assert _delivery_counts(m) == (m.metadata.num_delivered, m.metadata.num_pending)
+
+
+def test_delivery_counts_of_a_message_from_no_consumer_is_nats_pys_error() -> None:
+    from nats.aio.msg import Msg
+    from nats.errors import NotJSMessageError
+
+    from hean.bus.nats import _delivery_counts
+
+    with pytest.raises(NotJSMessageError):
+        _delivery_counts(Msg(_client=None, reply="_INBOX.abc"))  # type: ignore[arg-type]
+
+
 async def test_publish_and_consume_every_event_type(nats_url: str) -> None:
     bus = await NatsBus.connect(nats_url, "test")
     await bus.ensure_streams()

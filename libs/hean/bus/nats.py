@@ -159,19 +159,20 @@ class _PullSub(Subscription):
         return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream.name)
 
     async def _process(self, m: Msg) -> None:
+        delivered, pending = _delivery_counts(m)
         if self.early is not None:
             outcome = self.early.take((m.headers or {}).get("Nats-Msg-Id"))
             produced = await outcome if outcome is not None else None
             if produced is not None:
                 await self._settle_when_stored(m, produced)  # handled from its live copy
             else:
-                await self._handle(m)
-            if m.metadata.num_pending == 0:
+                await self._handle(m, delivered > 1)
+            if pending == 0:
                 self.early.caught_up = True
             return
-        await self._handle(m)
+        await self._handle(m, delivered > 1)
 
-    async def _handle(self, m: Msg) -> None:
+    async def _handle(self, m: Msg, redelivered: bool) -> None:
         produced: list[asyncio.Future[bool]] = []
         token = _PRODUCED.set(produced)
         try:
@@ -180,7 +181,7 @@ class _PullSub(Subscription):
                     m.subject,
                     m.data,
                     dict(m.headers) if m.headers else {},
-                    redelivered=m.metadata.num_delivered > 1,
+                    redelivered=redelivered,
                 )
             )
         except Exception:
@@ -266,72 +267,118 @@ class _PullSub(Subscription):
     async def _stream(self, psub) -> None:
         nc = self.bus.nc
         sub = psub._sub
+        watch = _Watch(sub._pending_queue, self.ack_wait_s)
         left = 0
-        while not self.stopping:
-            if left <= 0:
-                request = {"batch": self.batch, "expires": int(PULL_EXPIRES_S * 1e9)}
-                await nc.publish(psub._nms, json.dumps(request).encode(), reply=psub._deliver)
-                left = self.batch
-            try:
-                msg = await _next_msg(sub, PULL_EXPIRES_S + 1.0)
-            except TimeoutError:
-                left = 0  # the request went unanswered (a reconnect): ask again
-                continue
-            status = nats.js.JetStreamContext.is_status_msg(msg)
-            if status == "100":  # idle heartbeat
-                continue
-            if status in ("404", "408"):  # nothing waiting / the request expired
-                left = 0
-                if self.early is not None:
-                    self.early.caught_up = True
-                continue
-            if status:
-                description = (msg.headers or {}).get("Description", "")
-                raise RuntimeError(f"pull request refused: {status} {description}")
-            left -= 1
-            self.last_ok = time.monotonic()
-            self.failures = 0
-            progress = _InProgress(msg, self.ack_wait_s / 3)
-            try:
-                await self._process(msg)
-            finally:
-                progress.cancel()
+        try:
+            while not self.stopping:
+                if left <= 0:
+                    request = {"batch": self.batch, "expires": int(PULL_EXPIRES_S * 1e9)}
+                    await nc.publish(psub._nms, json.dumps(request).encode(), reply=psub._deliver)
+                    left = self.batch
+                msg = await _next_msg(sub, watch)
+                if msg is None:
+                    left = 0  # the request went unanswered (a reconnect): ask again
+                    continue
+                status = nats.js.JetStreamContext.is_status_msg(msg)
+                if status == "100":  # idle heartbeat
+                    continue
+                if status in ("404", "408"):  # nothing waiting / the request expired
+                    left = 0
+                    if self.early is not None:
+                        self.early.caught_up = True
+                    continue
+                if status:
+                    description = (msg.headers or {}).get("Description", "")
+                    raise RuntimeError(f"pull request refused: {status} {description}")
+                left -= 1
+                self.last_ok = time.monotonic()
+                self.failures = 0
+                watch.start(msg)
+                try:
+                    await self._process(msg)
+                finally:
+                    watch.handling = None
+        finally:
+            watch.cancel()
 
     async def _hand_back(self, psub) -> None:
         """Messages the server already sent but this instance will not handle go back at once
         (instead of after the ack wait), so another instance or the restart takes them."""
+        queue: asyncio.Queue = psub._sub._pending_queue
         while True:
             try:
-                msg = await psub._sub.next_msg(timeout=0.05)
+                msg = await asyncio.wait_for(queue.get(), 0.05)
             except Exception:
                 return
-            if not nats.js.JetStreamContext.is_status_msg(msg):
-                with contextlib.suppress(Exception):
-                    await msg.nak()
+            if msg is _WAKE or nats.js.JetStreamContext.is_status_msg(msg):
+                continue
+            with contextlib.suppress(Exception):
+                await msg.nak()
 
 
-class _InProgress:
-    """Tells the server, every third of the ack wait, that a message is still being handled.
+_WAKE = object()
+"""Put in a pull subscription's queue to wake its loop when its request went unanswered."""
 
-    A handler may take longer than the ack wait (an order at a venue); without this the
-    server would deliver the message again meanwhile. With it the ack wait can stay short, so
-    that a message held by an instance that died is delivered again within seconds. A timer,
-    not a task, so that a message handled at once costs next to nothing.
+
+class _Watch:
+    """One timer per pull subscription for what would otherwise cost a timer per message.
+
+    In progress: a handler may take longer than the ack wait (an order at a venue); without a
+    notice the server would deliver the message again meanwhile. A message still being handled
+    about a third of the ack wait after it started is reported in progress (+WPI), and again
+    every third, so the ack wait can stay short and a message held by an instance that died
+    is delivered again within seconds.
+
+    Unanswered requests: the loop waits for the server's answer to its pull request, which
+    after a reconnect may never come; a wait longer than the request's lifetime plus a second
+    wakes the loop (``_WAKE``) to ask again.
+
+    Per message this leaves two attribute writes and a clock read; the timer ticks at most
+    twice a second whatever the rate.
     """
 
-    __slots__ = ("_handle", "_interval", "_loop", "_msg")
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_progress_s",
+        "_queue",
+        "_tick_s",
+        "handling",
+        "since",
+        "waiting_since",
+    )
 
-    def __init__(self, msg: Msg, interval_s: float) -> None:
-        self._msg = msg
-        self._interval = interval_s
+    def __init__(self, queue: asyncio.Queue, ack_wait_s: float) -> None:
         self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_later(interval_s, self._tick)
+        self._queue = queue
+        self._tick_s = min(ack_wait_s / 6, 0.5)
+        # a notice goes out at most one tick after this: within a third of the ack wait
+        self._progress_s = ack_wait_s / 3 - self._tick_s
+        self.handling: Msg | None = None
+        self.since = 0.0
+        self.waiting_since: float | None = None
+        self._handle = self._loop.call_later(self._tick_s, self._tick)
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def start(self, msg: Msg) -> None:
+        self.handling = msg
+        self.since = self._loop.time()
 
     def _tick(self) -> None:
-        task = self._loop.create_task(_quietly(self._msg.in_progress()))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
-        self._handle = self._loop.call_later(self._interval, self._tick)
+        now = self._loop.time()
+        msg = self.handling
+        if msg is not None and now - self.since >= self._progress_s:
+            self.since = now
+            task = self._loop.create_task(_quietly(msg.in_progress()))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+        waiting = self.waiting_since
+        if waiting is not None and now - waiting >= PULL_EXPIRES_S + 1.0:
+            self.waiting_since = None
+            self._queue.put_nowait(_WAKE)
+        self._handle = self._loop.call_later(self._tick_s, self._tick)
 
     def cancel(self) -> None:
         self._handle.cancel()
@@ -349,8 +396,9 @@ PULL_EXPIRES_S = 1.0
 """Lifetime of one outstanding pull request; also bounds how long stopping waits."""
 
 
-async def _next_msg(sub, timeout_s: float) -> Msg:
-    """The subscription's next message; what is already queued is taken without waiting.
+async def _next_msg(sub, watch: _Watch) -> Msg | None:
+    """The subscription's next message, or None when ``watch`` found the wait too long; what
+    is already queued is taken without waiting.
 
     nats-py's ``next_msg`` spends a task, a ``wait_for`` and a uuid4 on every call and always
     yields to the loop; taking queued messages at once lets a backlog go through in one pass,
@@ -359,13 +407,35 @@ async def _next_msg(sub, timeout_s: float) -> Msg:
     """
     queue: asyncio.Queue = sub._pending_queue
     if queue.empty():
-        async with asyncio.timeout(timeout_s):
+        watch.waiting_since = watch.now()
+        try:
             msg = await queue.get()
+        finally:
+            watch.waiting_since = None
     else:
         msg = queue.get_nowait()
-    sub._pending_size -= len(msg.data)
     queue.task_done()
+    if msg is _WAKE:
+        return None
+    sub._pending_size -= len(msg.data)
     return msg
+
+
+def _delivery_counts(m: Msg) -> tuple[int, int]:
+    """How many times ``m`` was delivered and how many stored messages the consumer still
+    has to deliver, read from its ack subject.
+
+    nats-py's ``metadata`` builds a datetime and three objects per message to answer the same;
+    a durable stage reads these two numbers for every message it takes.
+    """
+    tokens = (m.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+            return int(tokens[4]), int(tokens[8])
+        if len(tokens) >= 11:  # with domain and account hash, at nats-py's positions
+            return int(tokens[Msg.Ack.NumDelivered]), int(tokens[Msg.Ack.NumPending])
+    metadata = m.metadata  # anything else: nats-py's own answer or error
+    return metadata.num_delivered, metadata.num_pending
 
 
 async def _settle(m: Msg, *, stored: bool) -> None:
@@ -597,7 +667,7 @@ class NatsBus(Bus):
         message carries its Nats-Msg-Id and the stream drops the duplicate. False means lost
         after every retry (counted in ``lost_publishes``).
         """
-        loop = asyncio.get_running_loop()
+        loop = future.get_loop()
         stored: asyncio.Future[bool] = loop.create_future()
         self._track(stored)
         retrying: list[asyncio.Task] = []
@@ -650,7 +720,7 @@ class NatsBus(Bus):
                 failed[0] = True
             remaining[0] -= 1
             if remaining[0] == 0:
-                self._track(asyncio.ensure_future(_settle(m, stored=not failed[0])))
+                self._track(f.get_loop().create_task(_settle(m, stored=not failed[0])))
 
         for f in produced:
             f.add_done_callback(one_done)
