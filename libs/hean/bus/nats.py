@@ -310,6 +310,7 @@ class _PullSub(Subscription):
                 msg = await asyncio.wait_for(queue.get(), 0.05)
             except Exception:
                 return
+            queue.task_done()  # a connection's drain waits for every queued item to be done
             if msg is _WAKE or nats.js.JetStreamContext.is_status_msg(msg):
                 continue
             with contextlib.suppress(Exception):
