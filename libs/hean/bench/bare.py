@@ -4,7 +4,7 @@ Each stage is its own process holding one nats-py connection, relaying the same 
 events on the same subjects into the same streams (so nats-server stores and fsyncs exactly
 what it does for HEAN). What is left out is everything HEAN adds per event: validation and
 dead letters, metrics, the early/stored handshake that acknowledges a signal only once its
-intent is stored, in-progress ticks and confirmation retries. Risk relays each signal from its
+intent is stored, in-progress notices and confirmation retries. Risk relays each signal from its
 live copy and acknowledges the stored copy at once; the router takes intents from a push
 consumer. That is less than the safety chain may do, so the floor shows roughly the least any
 nats-py service could reach on the machine at that rate: where it misses a goal by a wide
